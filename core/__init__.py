@@ -1,0 +1,1 @@
+"""trainctl core: the daemon, the training job and the model-directory checks."""

@@ -1,0 +1,1 @@
+"""trainctl trainer package: config schema and checkpoint management."""

@@ -1,0 +1,226 @@
+"""The ``config.json`` schema, declared once.
+
+Every field carries a docstring: pydantic turns it into the field's ``description`` in the JSON
+Schema that ``trainctl config schema`` exports, so editors can complete and explain config.json.
+Unknown keys are errors (``extra="forbid"``); cross-field rules live in validators.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_BASE_MODEL = "models/SmolLM2-135M-Instruct"
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys rejected, field docstrings exported."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+
+class LoraSettings(StrictModel):
+    """LoRA adapter shape. Ignored when ``method`` is ``full``."""
+
+    r: int = Field(16, ge=1, le=1024)
+    """Rank of the low-rank update matrices. Higher learns more, costs more memory."""
+
+    alpha: int = Field(32, ge=1)
+    """Scaling numerator: the update is multiplied by alpha / r."""
+
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout applied to the adapter input during training."""
+
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1
+    )
+    """Names of the linear layers that get an adapter (suffix match, as in PEFT)."""
+
+
+class Hyperparams(StrictModel):
+    """Optimisation and numerics."""
+
+    fp_precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Compute precision. ``auto`` picks bf16 where the hardware runs it (CUDA with bf16, or a CPU
+    with bf16 matmul support), else fp32. Master weights stay fp32; bf16/fp16 run as autocast."""
+
+    max_length: int = Field(1024, ge=16, le=1_048_576)
+    """Longest example in tokens; longer ones are truncated or dropped (see ``data.on_overlength``).
+    Must not exceed the model's position limit."""
+
+    batch_size: int = Field(4, ge=1)
+    """Examples per device per step."""
+
+    gradient_accumulation: int = Field(1, ge=1)
+    """Steps whose gradients are summed before one optimizer update."""
+
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
+    """Peak learning rate (after warm-up)."""
+
+    epochs: float = Field(1.0, gt=0.0, le=1000.0)
+    """Passes over each file. Fractions are allowed."""
+
+    max_steps: int | None = Field(None, ge=1)
+    """If set, stop after this many optimizer steps, overriding ``epochs``."""
+
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    """Share of the steps spent warming the learning rate up from 0."""
+
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+
+    lr_scheduler: Literal[
+        "linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"
+    ] = "cosine"
+    """Learning-rate schedule after warm-up (names as in transformers' ``SchedulerType``)."""
+
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    """Gradients are clipped to this global norm."""
+
+    use_gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass (non-reentrant): less memory, roughly 20-30%
+    slower. On CPU with a small model the memory saved is often not needed; turn it off for speed."""
+
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
+    """Attention kernel. ``auto`` uses flash_attention_2 when flash-attn is installed, CUDA is present
+    and the precision is bf16/fp16, otherwise PyTorch SDPA."""
+
+    padding_free: bool = True
+    """Concatenate the examples of a batch into one row with per-example position ids instead of
+    padding them (``DataCollatorWithFlattening``). Same loss, no compute spent on padding."""
+
+    seed: int = 42
+    """Seed for weight init of new adapters, data order and dropout."""
+
+
+class DataSettings(StrictModel):
+    """How rows of an input file become training examples."""
+
+    on_overlength: Literal["truncate", "drop"] = "truncate"
+    """What to do with an example longer than ``hyperparams.max_length``: cut it, or leave it out."""
+
+    on_bad_row: Literal["skip", "reject"] = "skip"
+    """``skip`` trains on the good rows of a file and reports the bad ones; ``reject`` fails the whole
+    file if any row is bad."""
+
+
+class EvalSettings(StrictModel):
+    """Held-out evaluation."""
+
+    split_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of each file's examples held out for evaluation; 0 disables the split."""
+
+    min_examples: int = Field(1, ge=1)
+    """Smallest held-out set taken when ``split_ratio`` is above 0 (if the file has enough rows)."""
+
+    file: str | None = None
+    """A fixed JSONL file to evaluate on instead of a split (relative paths: from the base dir)."""
+
+    eval_steps: int | None = Field(None, ge=1)
+    """Evaluate every this many steps (and always at the end). None: only at the end."""
+
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop a file's training after this many evaluations without improvement. None: never."""
+
+    seed: int = 1234
+    """Seed of the held-out split, fixed so that the same file always splits the same way."""
+
+
+class CheckpointSettings(StrictModel):
+    """Step checkpoints used to resume an interrupted run."""
+
+    save_steps: int = Field(50, ge=1)
+    """Write a resumable checkpoint every this many optimizer steps."""
+
+    keep_last: int = Field(2, ge=1)
+    """Complete checkpoints kept per run (the best one and the resume source are always kept)."""
+
+    resume: bool = True
+    """Resume automatically from the latest complete checkpoint of the same run."""
+
+    log_steps: int = Field(10, ge=1)
+    """Log progress (loss, learning rate, tokens/s, ETA) every this many steps."""
+
+
+class DaemonSettings(StrictModel):
+    """Behaviour of ``trainctl daemon``."""
+
+    stable_seconds: float = Field(2.0, ge=0.0)
+    """A file is claimed only after its size and mtime stayed unchanged this long."""
+
+    rescan_seconds: float = Field(10.0, gt=0.0)
+    """Rescan the inbox at least this often, even without file-system events."""
+
+    max_attempts: int = Field(3, ge=1)
+    """Training attempts per file before it is moved to ``queue/failed/``."""
+
+    keep_snapshots: int = Field(5, ge=1)
+    """Snapshots kept (plus pinned ones; the current one is never deleted)."""
+
+    stop_timeout_seconds: float = Field(60.0, gt=0.0)
+    """After SIGTERM, how long the training child may take to checkpoint before it is killed."""
+
+
+class TrainConfig(StrictModel):
+    """Everything a training run needs; the content of ``config.json``."""
+
+    model_config = ConfigDict(
+        extra="forbid", use_attribute_docstrings=True, validate_default=True, populate_by_name=True
+    )
+
+    schema_ref: str | None = Field(None, alias="$schema")
+    """Optional path or URL of the JSON Schema, for editors. Ignored by training."""
+
+    base_model: str = DEFAULT_BASE_MODEL
+    """Model to start from when ``current_model/`` is empty: a hub id or a local directory
+    (relative paths are resolved from the base dir). The default is the embedded SmolLM2-135M-Instruct
+    prepared by ``trainctl prepare-model``."""
+
+    model_display_name: str = Field("SmolLM2-135M-Instruct (fine-tuned)", min_length=1)
+    """Human-readable name shown in status output."""
+
+    profile: str = "default"
+    """Profile that shapes the data: system prompt template, example transform, logits processors.
+    See ``profiles/``."""
+
+    method: Literal["lora", "full"] = "lora"
+    """``lora`` trains a PEFT adapter; ``full`` updates every weight."""
+
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    """Adapter shape for ``method=lora``."""
+
+    hyperparams: Hyperparams = Field(default_factory=Hyperparams)
+    """Optimisation settings."""
+
+    data: DataSettings = Field(default_factory=DataSettings)
+    """Row handling."""
+
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    """Evaluation settings."""
+
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    """Resumable step checkpoints."""
+
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    """Inbox daemon settings."""
+
+    trust_remote_code: bool = False
+    """Allow model repositories to run their own Python code. Off: only enable for models you trust."""
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, name: str) -> str:
+        from profiles import available_profiles
+
+        if name not in available_profiles():
+            raise ValueError(
+                f"unknown profile {name!r}; choose one of: {', '.join(available_profiles())}"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> "TrainConfig":
+        if self.eval.file and self.eval.split_ratio > 0:
+            raise ValueError("set either eval.file or eval.split_ratio, not both")
+        return self
