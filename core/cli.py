@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from core import layout, status
 from trainer.config import CONFIG_FILENAME, ConfigError, config_to_dict, json_schema, load_config
 
 logger = logging.getLogger("trainctl")
@@ -53,6 +54,42 @@ def add_config_parser(sub, parent) -> None:
     check.set_defaults(func=cmd_config_check)
 
 
+# --- init / status ------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    base = layout.init_base_dir(args.dir or args.base_dir)
+    print(f"base dir ready: {base.root} (config: {base.config_file})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = layout.BaseDir.at(args.base_dir).status_file
+    if args.watch:
+        status.watch_status(path, args.interval, sys.stdout, clear=sys.stdout.isatty())
+        return 0
+    if not path.exists():
+        print(status.no_status_message(path), file=sys.stderr)
+        return 1
+    try:
+        print(path.read_text(encoding="utf-8") if args.json else status.render_status(path), end="")
+    except status.StatusFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_init_status_parsers(sub, parent) -> None:
+    init = sub.add_parser("init", parents=[parent], help="create the base dir and a default config.json")
+    init.add_argument("dir", nargs="?", type=Path, help="base dir to create (default: --base-dir)")
+    init.set_defaults(func=cmd_init)
+    show = sub.add_parser("status", parents=[parent], help="show what the daemon is doing")
+    show.add_argument("--json", action="store_true", help="print the raw training_status.json")
+    show.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    show.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    show.set_defaults(func=cmd_status)
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 
@@ -62,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
     add_config_parser(sub, parent)
+    add_init_status_parsers(sub, parent)
     return parser
 
 
