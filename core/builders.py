@@ -1,0 +1,78 @@
+"""Builder functions: config in, library object out (torchtune's builder pattern).
+
+Nothing here trains or touches files; ``core/train.py`` assembles these into a ``Trainer``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, TaskType
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
+
+from core.tokenization import IGNORE_INDEX
+from trainer.config import TrainConfig
+
+
+def build_lora_config(config: TrainConfig) -> LoraConfig:
+    """The PEFT adapter described by ``config.lora``."""
+    return LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=list(config.lora.target_modules),
+        task_type=TaskType.CAUSAL_LM,
+    )
+
+
+def build_collator(config: TrainConfig, tokenizer: Any) -> Any:
+    """Padding-free batches (one flattened row, per-example position ids) or dynamic padding.
+
+    The padding-free collator marks the first label of every example ``-100``, so no token learns
+    to predict across an example boundary; the attention kernels read the position ids to keep the
+    examples apart (flash-attn varlen, or a block-diagonal mask for SDPA/eager).
+    """
+    if config.hyperparams.padding_free:
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+
+
+def build_training_arguments(
+    config: TrainConfig, output_dir: Path, precision: str, **overrides: Any
+) -> TrainingArguments:
+    """``TrainingArguments`` from config: schedule, precision, checkpointing, logging.
+
+    ``overrides`` are passed through last (used for eval and reporting settings).
+    """
+    hp = config.hyperparams
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=hp.batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation,
+        learning_rate=hp.learning_rate,
+        num_train_epochs=hp.epochs,
+        max_steps=hp.max_steps or -1,
+        warmup_steps=hp.warmup_ratio,  # values below 1 are a ratio of the total steps
+        lr_scheduler_type=hp.lr_scheduler,
+        weight_decay=hp.weight_decay,
+        max_grad_norm=hp.max_grad_norm,
+        seed=hp.seed,
+        data_seed=hp.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=hp.use_gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_steps=config.checkpoint.log_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.checkpoint.save_steps,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)

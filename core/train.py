@@ -1,0 +1,181 @@
+"""``UltimateTrainer``: one training job on one data file, read top to bottom like a recipe.
+
+``setup()`` assembles a Hugging Face ``Trainer`` from config, data and profile; ``train()`` runs it;
+``save()`` writes a valid model dir. It does not validate inbox files, move files or write status:
+those are other steps of the flow, which hand in callbacks to observe progress.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import Trainer, TrainerCallback
+
+from core.builders import build_collator, build_training_arguments
+from core.data import DataFileError, read_examples
+from core.model_loading import load_model, resolve_model_source, select_attention, select_precision
+from core.tokenization import tokenize_examples
+from profiles import get_profile
+from trainer.config import TrainConfig, config_to_dict
+
+logger = logging.getLogger(__name__)
+
+TRAINING_INFO_FILENAME = "trainctl_training.json"
+
+__all__ = ["TRAINING_INFO_FILENAME", "TrainResult", "UltimateTrainer", "resolve_model_source"]
+
+
+@dataclass
+class TrainResult:
+    """What one training job did, for manifests, reports and the CLI."""
+
+    steps: int
+    first_loss: float | None
+    last_loss: float | None
+    eval_loss: float | None
+    examples: int
+    tokens: int
+    attention: str
+    precision: str
+
+
+class LossRecorder(TrainerCallback):
+    """Keeps the first and last logged training loss (``logging_first_step`` makes step 1 the first)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.eval_loss: float | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.losses.append(float(logs["loss"]))
+        if "eval_loss" in logs:
+            self.eval_loss = float(logs["eval_loss"])
+
+
+class UltimateTrainer:
+    """Fine-tune one model on one JSONL file with Hugging Face ``Trainer``.
+
+    Args:
+        config: the validated config.json.
+        train_file: the JSONL file to train on.
+        base_dir: the base directory (for resolving relative paths).
+        model_source: model dir, adapter dir or hub id to continue from
+            (see ``core.model_loading.resolve_model_source``).
+        output_dir: where ``Trainer`` writes its step checkpoints.
+        callbacks: extra ``TrainerCallback`` objects (status reporting, checkpoint bookkeeping).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        train_file: Path,
+        *,
+        base_dir: Path,
+        model_source: str | Path,
+        output_dir: Path,
+        callbacks: Sequence[TrainerCallback] = (),
+    ):
+        self.config = config
+        self.train_file = Path(train_file)
+        self.base_dir = Path(base_dir)
+        self.model_source = str(model_source)
+        self.output_dir = Path(output_dir)
+        self.callbacks = list(callbacks)
+        self.profile = get_profile(config.profile)
+        self.losses = LossRecorder()
+
+    def setup(self) -> None:
+        """Pick precision and attention, load model and data, assemble the ``Trainer``."""
+        hp = self.config.hyperparams
+        self.precision = select_precision(hp.fp_precision)
+        self.attention = select_attention(hp.attn_implementation, self.precision.value)
+        logger.info("precision: %s (%s)", self.precision.value, self.precision.reason)
+        logger.info("attention: %s (%s)", self.attention.value, self.attention.reason)
+        self.model, self.tokenizer = load_model(
+            self.model_source, self.config, self.base_dir, self.attention.value
+        )
+        self._check_max_length()
+        self.train_dataset = self._build_dataset()
+        if hp.use_gradient_checkpointing:
+            logger.info("gradient checkpointing: on (non-reentrant)")
+            if self.config.method == "lora":
+                self.model.enable_input_require_grads()
+        self.trainer = Trainer(
+            model=self.model,
+            args=build_training_arguments(self.config, self.output_dir, self.precision.value),
+            train_dataset=self.train_dataset,
+            data_collator=build_collator(self.config, self.tokenizer),
+            processing_class=self.tokenizer,
+            callbacks=[self.losses, *self.callbacks],
+        )
+
+    def _check_max_length(self) -> None:
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and self.config.hyperparams.max_length > limit:
+            raise ValueError(
+                f"hyperparams.max_length is {self.config.hyperparams.max_length} but the model has "
+                f"{limit} positions; lower hyperparams.max_length in config.json"
+            )
+
+    def _build_dataset(self) -> Dataset:
+        parsed = read_examples(self.train_file, self.profile)
+        for error in parsed.errors:
+            logger.warning("%s: skipping line %d: %s", self.train_file.name, error.line, error.reason)
+        features, stats = tokenize_examples(
+            parsed.examples, self.tokenizer, self.profile,
+            self.config.hyperparams.max_length, self.config.data.on_overlength,
+        )
+        if not features:
+            raise DataFileError(f"{self.train_file}: no usable example to train on")
+        logger.info(
+            "%s: %d examples, %d tokens (%d trained), %d truncated, %d dropped",
+            self.train_file.name, stats.examples, stats.total_tokens, stats.trained_tokens,
+            stats.truncated, stats.dropped + stats.no_trained_tokens,
+        )
+        self.token_count = stats.total_tokens
+        return Dataset.from_list(features)
+
+    def train(self, resume_from_checkpoint: str | None = None) -> TrainResult:
+        """Run training (optionally resuming a step checkpoint); return what happened."""
+        output = self.trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        losses = self.losses.losses
+        if losses and not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"{self.train_file.name}: training loss became {losses[-1]}")
+        return TrainResult(
+            steps=output.global_step,
+            first_loss=losses[0] if losses else None,
+            last_loss=losses[-1] if losses else None,
+            eval_loss=self.losses.eval_loss,
+            examples=len(self.train_dataset),
+            tokens=round(self.token_count * self.config.hyperparams.epochs),
+            attention=self.attention.value,
+            precision=self.precision.value,
+        )
+
+    def save(self, model_dir: Path, result: TrainResult | None = None) -> Path:
+        """Write the trained model (adapter dir for LoRA, full safetensors dir for full) + tokenizer.
+
+        The profile and the resolved config are recorded in ``trainctl_training.json``.
+        """
+        model_dir = Path(model_dir)
+        self.trainer.model.save_pretrained(model_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(model_dir)
+        info = {
+            "profile": self.profile.name,
+            "method": self.config.method,
+            "model_source": self.model_source,
+            "train_file": self.train_file.name,
+            "config": config_to_dict(self.config),
+            "result": asdict(result) if result else None,
+        }
+        (model_dir / TRAINING_INFO_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
+        logger.info("saved %s model to %s", self.config.method, model_dir)
+        return model_dir
