@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from profiles.base import Example, Profile
 from profiles.default import DefaultProfile
+from profiles.emoji_think import EmojiThinkProfile
 
 PROFILES: dict[str, type] = {
     DefaultProfile.name: DefaultProfile,
+    EmojiThinkProfile.name: EmojiThinkProfile,
 }
 
 
