@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 
 from core import layout, status
-from trainer.config import CONFIG_FILENAME, ConfigError, config_to_dict, json_schema, load_config
+from core.events import EventLog, EventType
+from core.snapshots import SnapshotError, SnapshotStore, format_snapshot_table
+from core.errors import UserError
+from trainer.config import CONFIG_FILENAME, config_to_dict, json_schema, load_config
 
 logger = logging.getLogger("trainctl")
 
@@ -90,6 +93,100 @@ def add_init_status_parsers(sub, parent) -> None:
     show.set_defaults(func=cmd_status)
 
 
+# --- prepare-model ------------------------------------------------------------------------------
+
+
+def cmd_prepare_model(args: argparse.Namespace) -> int:
+    # Imported here: the conversion pulls in torch and transformers, which other commands skip.
+    from core.prepare_model import PrepareModelError, prepare_model
+
+    try:
+        prepare_model(args.base_dir, force=args.force)
+    except PrepareModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_prepare_model_parser(sub, parent) -> None:
+    prepare = sub.add_parser(
+        "prepare-model", parents=[parent], help="convert the embedded SmolLM2-135M-Instruct into models/"
+    )
+    prepare.add_argument("--force", action="store_true", help="convert again even if it is present")
+    prepare.set_defaults(func=cmd_prepare_model)
+
+
+# --- train --------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.train import train_file
+
+    config = load_config(args.base_dir / CONFIG_FILENAME)
+    result, model_dir = train_file(config, args.file.resolve(), args.base_dir, output=args.output)
+    print(
+        f"trained {result.steps} steps on {result.examples} examples of {args.file.name}: "
+        f"loss {result.first_loss:.4f} -> {result.last_loss:.4f}\nmodel: {model_dir}"
+    )
+    return 0
+
+
+def add_train_parser(sub, parent) -> None:
+    train = sub.add_parser(
+        "train", parents=[parent], help="train the current model (or base_model) on one JSONL file"
+    )
+    train.add_argument("file", type=Path, help="JSONL training file")
+    train.add_argument("--output", type=Path, help="model dir to write (default: runs/<time>/model)")
+    train.set_defaults(func=cmd_train)
+
+
+# --- snapshots / rollback ---------------------------------------------------------------------
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    store = SnapshotStore(layout.BaseDir.at(args.base_dir))
+    if args.snapshots_command == "list":
+        print(format_snapshot_table(store.list()))
+        return 0
+    info = store.pin(args.id) if args.snapshots_command == "pin" else store.unpin(args.id)
+    print(f"{info.id}: {'pinned' if info.pinned else 'not pinned'}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    base = layout.BaseDir.at(args.base_dir)
+    store = SnapshotStore(base)
+    before = store.current()
+    after = store.rollback(args.snapshot)
+    EventLog(base.events_file).emit(EventType.ROLLBACK, **{"from": before and before.id, "to": after.id})
+    print(f"current_model -> {after.id} (was {before.id if before else 'none'})")
+    return 0
+
+
+def _snapshot_errors_exit_1(func):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except SnapshotError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def add_snapshot_parsers(sub, parent) -> None:
+    snaps = sub.add_parser("snapshots", help="list, pin and unpin model snapshots")
+    snaps_sub = snaps.add_subparsers(dest="snapshots_command", required=True)
+    snaps_sub.add_parser("list", parents=[parent], help="table of snapshots, * marks the current one")
+    for name, text in (("pin", "keep a snapshot when old ones are pruned"), ("unpin", "undo pin")):
+        pin = snaps_sub.add_parser(name, parents=[parent], help=text)
+        pin.add_argument("id", help="snapshot id or unique id prefix")
+    snaps.set_defaults(func=_snapshot_errors_exit_1(cmd_snapshots))
+    rollback = sub.add_parser("rollback", parents=[parent], help="point current_model at an earlier snapshot")
+    rollback.add_argument("snapshot", help="snapshot id, unique id prefix, or 'previous'")
+    rollback.set_defaults(func=_snapshot_errors_exit_1(cmd_rollback))
+
+
 # --- parser -------------------------------------------------------------------------------------
 
 
@@ -99,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
     add_config_parser(sub, parent)
+    add_train_parser(sub, parent)
+    add_prepare_model_parser(sub, parent)
     add_init_status_parsers(sub, parent)
+    add_snapshot_parsers(sub, parent)
     return parser
 
 
@@ -112,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args.base_dir = args.base_dir.resolve()
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from core.errors import UserError
 from profiles import Example, Profile
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "a
                   "assistant": "assistant"}
 
 
-class DataFileError(ValueError):
+class DataFileError(UserError, ValueError):
     """The file as a whole cannot be read (missing, not a regular file, unreadable)."""
 
 

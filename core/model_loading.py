@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from core.errors import UserError
 from core.model_dirs import check_model_dir, is_valid_model_dir
 from trainer.config import TrainConfig
 
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 CURRENT_MODEL_DIRNAME = "current_model"
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError, ValueError):
     """The model to start from cannot be found or loaded."""
 
 
@@ -66,11 +67,11 @@ def select_precision(setting: str) -> Choice:
     """Resolve ``hyperparams.fp_precision`` for this machine.
 
     Raises:
-        ValueError: fp16 was asked for without CUDA.
+        UserError: fp16 was asked for without CUDA.
     """
     cuda = torch.cuda.is_available()
     if setting == "fp16" and not cuda:
-        raise ValueError("fp_precision=fp16 needs a CUDA GPU; use bf16 or fp32 in config.json")
+        raise UserError("hyperparams.fp_precision=fp16 needs a CUDA GPU; use bf16 or fp32 in config.json")
     if setting != "auto":
         return Choice(setting, "set in config.json")
     if cuda and torch.cuda.is_bf16_supported():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from transformers import Trainer, TrainerCallback
 
 from core.builders import build_collator, build_training_arguments
 from core.data import DataFileError, read_examples
+from core.errors import UserError
 from core.model_loading import load_model, resolve_model_source, select_attention, select_precision
 from core.tokenization import tokenize_examples
 from profiles import get_profile
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 TRAINING_INFO_FILENAME = "trainctl_training.json"
 
-__all__ = ["TRAINING_INFO_FILENAME", "TrainResult", "UltimateTrainer", "resolve_model_source"]
+__all__ = ["TRAINING_INFO_FILENAME", "TrainResult", "UltimateTrainer", "resolve_model_source", "train_file"]
 
 
 @dataclass
@@ -46,11 +48,15 @@ class TrainResult:
 
 
 class LossRecorder(TrainerCallback):
-    """Keeps the first and last logged training loss (``logging_first_step`` makes step 1 the first)."""
+    """Keeps the logged training losses; ``logging_first_step`` logs step 1, this logs the last step."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
         self.eval_loss: float | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -120,7 +126,7 @@ class UltimateTrainer:
     def _check_max_length(self) -> None:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit and self.config.hyperparams.max_length > limit:
-            raise ValueError(
+            raise UserError(
                 f"hyperparams.max_length is {self.config.hyperparams.max_length} but the model has "
                 f"{limit} positions; lower hyperparams.max_length in config.json"
             )
@@ -179,3 +185,26 @@ class UltimateTrainer:
         (model_dir / TRAINING_INFO_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
         logger.info("saved %s model to %s", self.config.method, model_dir)
         return model_dir
+
+
+def train_file(
+    config: TrainConfig,
+    data_file: Path,
+    base_dir: Path,
+    *,
+    output: Path | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> tuple[TrainResult, Path]:
+    """Train the current model (or ``base_model``) on one file and save it: ``trainctl train``.
+
+    Returns:
+        The result and the saved model dir (default ``runs/<time>/model`` under ``base_dir``).
+    """
+    output = Path(output) if output else base_dir / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S") / "model"
+    job = UltimateTrainer(
+        config, data_file, base_dir=base_dir, model_source=resolve_model_source(base_dir, config),
+        output_dir=output.parent / "checkpoints", callbacks=callbacks,
+    )
+    job.setup()
+    result = job.train()
+    return result, job.save(output, result)

@@ -9,12 +9,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from core.errors import UserError
 from trainer.config.schema import TrainConfig
 
 CONFIG_FILENAME = "config.json"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """``config.json`` is unreadable or invalid. ``problems`` lists each one, path first."""
 
     def __init__(self, path: Path, problems: list[str]):
