@@ -98,13 +98,9 @@ def add_init_status_parsers(sub, parent) -> None:
 
 def cmd_prepare_model(args: argparse.Namespace) -> int:
     # Imported here: the conversion pulls in torch and transformers, which other commands skip.
-    from core.prepare_model import PrepareModelError, prepare_model
+    from core.prepare_model import prepare_model
 
-    try:
-        prepare_model(args.base_dir, force=args.force)
-    except PrepareModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    prepare_model(args.base_dir, force=args.force)
     return 0
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from core.atomic import fsync_dir
+from core.errors import UserError
 from core.model_dirs import check_model_dir
 from trainer.config.schema import DEFAULT_BASE_MODEL
 
@@ -44,7 +45,7 @@ CHATML_TEMPLATE = (
 SANITY_PROMPT = "What is the capital of France?"
 
 
-class PrepareModelError(RuntimeError):
+class PrepareModelError(UserError):
     """The embedded model could not be prepared; the message says what to do."""
 
 

