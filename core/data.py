@@ -109,7 +109,7 @@ def _sharegpt(row: dict[str, Any]) -> Example:
         if not isinstance(turn, dict):
             raise ValueError(f"{where} must be an object with from and value")
         speaker = turn.get("from")
-        if speaker not in SHAREGPT_ROLES:
+        if not isinstance(speaker, str) or speaker not in SHAREGPT_ROLES:  # a list would not hash
             raise ValueError(f"{where}.from is {speaker!r}; use one of {', '.join(SHAREGPT_ROLES)}")
         out.append({"role": SHAREGPT_ROLES[speaker], "content": _text(turn.get("value"), f"{where}.value")})
     return {"messages": _check_conversation(out)}
