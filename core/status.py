@@ -7,18 +7,17 @@ fields; the write itself is atomic, so a reader never sees half a file and needs
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import time
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.atomic import atomic_write_text
+from core.locking import exclusive_lock
 
 
 def utc_now_iso() -> str:
@@ -99,7 +98,7 @@ class StatusFile:
 
     def write(self, status: TrainingStatus) -> TrainingStatus:
         """Replace the whole status (stamping ``updated_at``); returns what was written."""
-        with self._locked():
+        with exclusive_lock(self.lock_path):
             return self._write(status)
 
     def update(self, **fields) -> TrainingStatus:
@@ -108,7 +107,7 @@ class StatusFile:
         Raises:
             StatusFileError: a field name or value is not valid for ``TrainingStatus``.
         """
-        with self._locked():
+        with exclusive_lock(self.lock_path):
             current = self.read() or TrainingStatus()
             try:
                 merged = TrainingStatus.model_validate({**current.model_dump(), **fields})
@@ -120,16 +119,6 @@ class StatusFile:
         stamped = status.model_copy(update={"updated_at": utc_now_iso()})
         atomic_write_text(self.path, stamped.model_dump_json(indent=2) + "\n")
         return stamped
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
 
 
 def format_duration(seconds: float) -> str:
