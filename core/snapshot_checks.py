@@ -13,13 +13,16 @@ import math
 import platform
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from safetensors import SafetensorError, safe_open
 
 from core.model_dirs import check_model_dir
 from core.status import utc_now_iso
 from trainer.config import TrainConfig, config_hash, config_to_dict
+
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -155,6 +158,8 @@ def _check_weights(path: Path, kind: str | None) -> None:
 
 
 def _check_safetensors(file: Path, read_all: bool) -> None:
+    import torch  # here, not at the top: `trainctl status` and `snapshots list` start without it
+
     with safe_open(file, framework="pt") as handle:
         for name in handle.keys():
             tensor = handle.get_tensor(name) if read_all else _leading_rows(handle, name)
