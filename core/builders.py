@@ -32,7 +32,10 @@ def build_collator(config: TrainConfig, tokenizer: Any) -> Any:
 
     The padding-free collator marks the first label of every example ``-100``, so no token learns
     to predict across an example boundary; the attention kernels read the position ids to keep the
-    examples apart (flash-attn varlen, or a block-diagonal mask for SDPA/eager).
+    examples apart (flash-attn varlen, or a block-diagonal mask for SDPA/eager). That detection is
+    skipped when the model runs with its KV cache on: ``Trainer`` turns the cache off
+    (``TrainingArguments.use_cache=False``), and any direct ``model(**batch)`` call on a flattened
+    batch must pass ``use_cache=False`` too, or examples attend across their boundaries.
     """
     if config.hyperparams.padding_free:
         return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)

@@ -170,6 +170,8 @@ def _decode_line(raw: bytes, number: int) -> dict[str, Any]:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to parse") from None
     if not isinstance(row, dict):
         raise ValueError(f"each line must be a JSON object, got {type(row).__name__}")
     return row

@@ -271,3 +271,12 @@ def test_missing_file_raises_data_file_error(tmp_path):
 def test_directory_raises_data_file_error(tmp_path):
     with pytest.raises(DataFileError, match="not a regular file"):
         read_examples(tmp_path)
+
+
+def test_deeply_nested_json_is_a_row_error_not_a_crash(tmp_path):
+    path = tmp_path / "nested.jsonl"
+    good = json.dumps({"text": "fine"})
+    path.write_text(good + "\n" + "[" * 100_000 + "\n" + good + "\n", encoding="utf-8")
+    parsed = read_examples(path)
+    assert [e["_line"] for e in parsed.examples] == [1, 3]
+    assert [(err.line, err.reason) for err in parsed.errors] == [(2, "JSON nested too deeply to parse")]
