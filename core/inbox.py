@@ -35,7 +35,7 @@ UPLOAD_SUFFIXES = (".part", ".tmp")
 
 
 class ClaimError(OSError):
-    """The entry could not be claimed as a regular file; the message says why."""
+    """A claimed entry is not a regular file (it was swapped since the scan); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -164,25 +164,23 @@ class StabilityTracker:
 
 
 def claim(path: Path, processing_dir: Path) -> Path:
-    """Move ``path`` into ``processing_dir`` with one atomic rename and check what arrived.
+    """Move ``path`` into ``processing_dir`` with one atomic rename.
 
     The original name is kept; if it is taken, ``-1``, ``-2``... is added before the suffix. Only
-    one daemon runs per base dir (the lock file), so nothing else renames into the folder.
+    one daemon runs per base dir (the lock file), so nothing else renames into the folder. The
+    entry could have been swapped for a symlink or FIFO since the scan, so open the claimed file
+    only through :func:`check_regular_file` (``O_NOFOLLOW``) first.
 
     Returns:
         The claimed file's new path.
 
     Raises:
-        ClaimError: the entry stopped being a regular file between scan and claim (it was swapped
-            for a symlink or FIFO, for instance). It has been moved into ``processing_dir`` anyway,
-            so it leaves the inbox; the caller records it as failed.
         FileNotFoundError: the file disappeared before it could be claimed.
     """
-    target = _free_name(processing_dir, path.name)
+    target = free_name(processing_dir, path.name)
     os.rename(path, target)
     fsync_dir(processing_dir)
     fsync_dir(path.parent)
-    check_regular_file(target)
     logger.info("claimed %s as %s", path.name, target)
     return target
 
@@ -204,7 +202,8 @@ def check_regular_file(path: Path) -> None:
         os.close(fd)
 
 
-def _free_name(folder: Path, name: str) -> Path:
+def free_name(folder: Path, name: str) -> Path:
+    """``folder / name``, or ``folder / "stem-N.suffix"`` with the first N not taken."""
     target = folder / name
     stem, suffix = os.path.splitext(name)
     number = 0

@@ -15,12 +15,22 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# What the child leaves in its output folder, and how it exits. Both sides import these.
+CHECKPOINTS_DIRNAME = "checkpoints"
+MODEL_DIRNAME = "model"
+RESULT_FILENAME = "result.json"
+EXIT_TRAINED = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped on request at a checkpoint; resumable
+
 
 def launch_training(
     base_dir: Path,
     train_file: Path,
     output_dir: Path,
     *,
+    config_file: Path | None = None,
+    model_source: str | None = None,
     resume: Path | None = None,
     log_file: Path | None = None,
 ) -> subprocess.Popen:
@@ -30,6 +40,8 @@ def launch_training(
         base_dir: The base directory (the child reads ``config.json`` and writes status from it).
         train_file: The claimed JSONL file.
         output_dir: The run's work folder: checkpoints, ``result.json`` and the saved model go here.
+        config_file: The config the run uses (the daemon's last accepted one); None: config.json.
+        model_source: The model or adapter to start from; None lets the child resolve it.
         resume: A checkpoint folder to resume from, or None to start fresh.
         log_file: Where the child's stdout and stderr go (appended); None inherits the daemon's.
 
@@ -47,6 +59,10 @@ def launch_training(
         "--output",
         str(output_dir),
     ]
+    if config_file is not None:
+        command += ["--config", str(config_file)]
+    if model_source is not None:
+        command += ["--model-source", model_source]
     if resume is not None:
         command += ["--resume", str(resume)]
     logger.info("starting training of %s: %s", train_file.name, " ".join(command))

@@ -105,18 +105,20 @@ def test_claim_keeps_the_name_and_disambiguates_collisions(layout):
     assert Inbox(layout).scan().candidates == []
 
 
-def test_claim_refuses_an_entry_swapped_for_a_symlink(layout, tmp_path):
+def test_an_entry_swapped_for_a_symlink_or_fifo_is_never_opened(layout, tmp_path):
     target = _touch(tmp_path / "secret.jsonl", 1)
     link = layout.inbox / "swapped.jsonl"
     link.symlink_to(target)
+    os.mkfifo(layout.inbox / "fifo.jsonl")
+
+    claimed_link = claim(link, layout.processing)
+    claimed_fifo = claim(layout.inbox / "fifo.jsonl", layout.processing)
 
     with pytest.raises(ClaimError, match="cannot be opened as a plain file"):
-        claim(link, layout.processing)
+        check_regular_file(claimed_link)
     with pytest.raises(ClaimError, match="not a regular file"):
-        os.mkfifo(layout.processing / "fifo.jsonl")
-        check_regular_file(layout.processing / "fifo.jsonl")
-    assert (layout.processing / "swapped.jsonl").is_symlink()
-    assert target.read_text() == "{}\n"
+        check_regular_file(claimed_fifo)  # O_NONBLOCK: returns at once instead of waiting for a writer
+    assert claimed_link.is_symlink() and target.read_text() == "{}\n"
 
 
 def test_watcher_wakes_the_loop_on_a_new_file(layout):

@@ -1,0 +1,207 @@
+"""The training child: train one claimed file, report progress, stop cleanly on SIGTERM.
+
+Run by the daemon through ``core.launcher.launch_training``::
+
+    python -m core.train_worker --base-dir D --file F --output OUT [--config C] [--resume CKPT]
+
+``OUT`` is the run's work folder: ``checkpoints/`` (step checkpoints), ``model/`` (the trained
+model) and ``result.json`` (what happened, written atomically for the daemon). The exit code tells
+the daemon the outcome: 0 trained, :data:`EXIT_INTERRUPTED` stopped at a checkpoint on SIGTERM, any
+other value failed. A SIGTERM only sets a flag; :class:`ProgressCallback` turns it into "save a
+checkpoint and stop" at the next step boundary, so the run can resume exactly there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from core.atomic import atomic_write_json
+from core.events import EventLog, EventType
+from core.launcher import (
+    CHECKPOINTS_DIRNAME,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TRAINED,
+    MODEL_DIRNAME,
+    RESULT_FILENAME,
+)
+from core.layout import BaseDir
+from core.status import DaemonState, StatusFile
+from core.train import UltimateTrainer, resolve_model_source
+from trainer.checkpoint_manager import CheckpointCallback
+from trainer.config import load_config
+
+logger = logging.getLogger(__name__)
+
+
+class StopFlag:
+    """Set by the SIGTERM handler, read by the training callback."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, signum: int, frame: Any = None) -> None:
+        self.requested = True
+
+
+class ProgressCallback(TrainerCallback):
+    """Writes progress to the status file, emits ``checkpoint_saved``, and stops on request.
+
+    Args:
+        status: The shared status file.
+        events: The event log.
+        file_name: The file being trained, for events.
+        stop: Checked at every step boundary.
+        total_tokens: Tokens the whole run trains on (all epochs), for the tokens/s figure; set it
+            once the dataset is built.
+        min_interval: Status writes between log events are at most this often (seconds).
+        clock: Monotonic clock; tests inject a fake one.
+    """
+
+    def __init__(
+        self,
+        status: StatusFile,
+        events: EventLog,
+        file_name: str,
+        stop: StopFlag,
+        total_tokens: float = 0.0,
+        min_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.status = status
+        self.events = events
+        self.file_name = file_name
+        self.stop = stop
+        self.total_tokens = total_tokens
+        self.min_interval = min_interval
+        self.clock = clock
+        self._start = (0.0, 0)
+        self._last_write = float("-inf")
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = (self.clock(), state.global_step)
+        self._write(state, force=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.requested:
+            logger.info("%s: stop requested, saving a checkpoint at step %d", self.file_name, state.global_step)
+            control.should_save = True
+            control.should_training_stop = True
+        self._write(state)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        fields = {"loss": logs.get("loss"), "learning_rate": logs.get("learning_rate")}
+        if "eval_loss" in logs:
+            fields["eval_loss"] = logs["eval_loss"]
+        self._write(state, force=True, **{k: v for k, v in fields.items() if v is not None})
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.events.emit(
+            EventType.CHECKPOINT_SAVED, file=self.file_name, step=state.global_step, path=str(checkpoint)
+        )
+
+    def _write(self, state, force: bool = False, **fields) -> None:
+        now = self.clock()
+        if not force and now - self._last_write < self.min_interval:
+            return
+        self._last_write = now
+        started, first_step = self._start
+        elapsed, done = now - started, state.global_step - first_step
+        per_step = elapsed / done if done > 0 and elapsed > 0 else None
+        tokens_per_step = self.total_tokens / state.max_steps if state.max_steps else 0.0
+        self.status.update(
+            state=DaemonState.TRAINING,
+            current_file=self.file_name,
+            current_step=state.global_step,
+            total_steps=state.max_steps or None,
+            epoch=state.epoch,
+            tokens_per_second=tokens_per_step / per_step if per_step and tokens_per_step else None,
+            eta_seconds=per_step * max(0, state.max_steps - state.global_step) if per_step else None,
+            **fields,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train ``args.file``; write ``result.json``; return the exit code."""
+    layout = BaseDir.at(args.base_dir)
+    output = Path(args.output)
+    config_path = Path(args.config) if args.config else layout.config_file
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop.request)
+    config = load_config(config_path)
+    resume = Path(args.resume) if args.resume else None
+    progress = ProgressCallback(
+        StatusFile(layout.status_file), EventLog(layout.events_file), args.file.name, stop
+    )
+    checkpoints = CheckpointCallback(
+        config_path.read_text(encoding="utf-8"), config, protect=[resume] if resume else []
+    )
+    trainer = UltimateTrainer(
+        config, args.file, base_dir=layout.root,
+        model_source=args.model_source or resolve_model_source(layout.root, config),
+        output_dir=output / CHECKPOINTS_DIRNAME, callbacks=[checkpoints, progress],
+    )
+    trainer.setup()
+    progress.total_tokens = trainer.token_count * config.hyperparams.epochs
+    if stop.requested:
+        return _finish(output, "interrupted", EXIT_INTERRUPTED, steps=None, resumed_from=args.resume)
+    result = trainer.train(resume_from_checkpoint=args.resume)
+    state = trainer.trainer.state
+    if stop.requested and state.global_step < state.max_steps:
+        return _finish(
+            output, "interrupted", EXIT_INTERRUPTED, steps=state.global_step, resumed_from=args.resume
+        )
+    trainer.save(output / MODEL_DIRNAME, result)
+    return _finish(output, "trained", EXIT_TRAINED, **asdict(result), resumed_from=args.resume)
+
+
+def _finish(output: Path, outcome: str, code: int, **fields) -> int:
+    atomic_write_json(output / RESULT_FILENAME, {"outcome": outcome, "exit_code": code, **fields})
+    logger.info("%s: %s (exit %d)", output.name, outcome, code)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.train_worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--base-dir", required=True, type=Path, help="the daemon's base directory")
+    parser.add_argument("--file", required=True, type=Path, help="the claimed JSONL file to train on")
+    parser.add_argument("--output", required=True, type=Path, help="the run's work folder")
+    parser.add_argument(
+        "--model-source", help="model or adapter dir (or hub id) to start from (default: current_model, "
+        "else base_model)"
+    )
+    parser.add_argument("--config", type=Path, help="config file to use (default: BASE_DIR/config.json)")
+    parser.add_argument("--resume", help="checkpoint folder to resume from")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the training child; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        return run(args)
+    except Exception as exc:
+        logger.exception("training %s failed", args.file.name)
+        return _finish(
+            args.output, "failed", EXIT_FAILED, error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
