@@ -136,6 +136,35 @@ def add_train_parser(sub, parent) -> None:
     train.set_defaults(func=cmd_train)
 
 
+# --- daemon / validate --------------------------------------------------------------------------
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from core.training_daemon import serve
+
+    return serve(args.base_dir, once=args.once, log_level=args.log_level)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from core.validation import format_report, validate_path
+
+    report = validate_path(args.file, args.base_dir)
+    print(report.model_dump_json(indent=2) if args.json else format_report(report))
+    return 0 if report.usable else 1
+
+
+def add_daemon_parsers(sub, parent) -> None:
+    daemon = sub.add_parser("daemon", parents=[parent], help="train every file dropped into the inbox")
+    daemon.add_argument("--once", action="store_true", help="drain the inbox, then exit")
+    daemon.set_defaults(func=cmd_daemon)
+    validate = sub.add_parser(
+        "validate", parents=[parent], help="check a JSONL file as the daemon would, without training"
+    )
+    validate.add_argument("file", type=Path, help="JSONL file to check")
+    validate.add_argument("--json", action="store_true", help="print the full report as JSON")
+    validate.set_defaults(func=cmd_validate)
+
+
 # --- snapshots / rollback ---------------------------------------------------------------------
 
 
@@ -196,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_model_parser(sub, parent)
     add_init_status_parsers(sub, parent)
     add_snapshot_parsers(sub, parent)
+    add_daemon_parsers(sub, parent)
     return parser
 
 
