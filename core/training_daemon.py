@@ -51,6 +51,7 @@ from trainer.config import TrainConfig
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 4000
+EXIT_LOCKED = 3  # another daemon holds the base dir; systemd must not restart on it
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class TrainingDaemon:
     """Trains every file dropped into ``BASE_DIR/inbox`` and promotes the result.
@@ -263,7 +264,9 @@ class TrainingDaemon:
 
     def _started(self) -> None:
         logger.info("daemon started on %s (pid %d)", self.layout.root, os.getpid())
+        config = self.guard.reload()
         self.status.update(state=DaemonState.IDLE, daemon_pid=os.getpid(), started_at=utc_now_iso(),
+                           model_display_name=config.model_display_name if config else None,
                            current_file=None, **PROGRESS_CLEARED)
         self.events.emit(EventType.DAEMON_STARTED, pid=os.getpid(), base_dir=str(self.layout.root))
         self.notifier.ready("watching the inbox")
@@ -298,14 +301,19 @@ def setup_logging(layout: BaseDir, level: str = "INFO") -> None:
 
 
 def serve(base_dir: Path, once: bool = False, log_level: str = "INFO") -> int:
-    """Run the daemon on ``base_dir`` until stopped; returns the process exit code."""
+    """Run the daemon on ``base_dir`` until stopped.
+
+    Returns:
+        The exit code: 0 after a clean stop, 2 when ``once`` found no usable config.json,
+        :data:`EXIT_LOCKED` when another daemon runs on ``base_dir``.
+    """
     daemon = TrainingDaemon(base_dir)
     setup_logging(daemon.layout, log_level)
     try:
         return daemon.run_forever(once=once)
     except DaemonLockedError as exc:
         logger.error("%s", exc)
-        return 1
+        return EXIT_LOCKED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from core.layout import BaseDir, init_base_dir
 from core.ledger import Ledger, sha256_file
 from core.snapshots import SnapshotStore, read_manifest
 from core.status import DaemonState, StatusFile
+from core.training_daemon import EXIT_LOCKED
 from tests.conftest import chat_rows, write_jsonl
 
 TRAINCTL = str(Path(sys.executable).with_name("trainctl"))
@@ -107,6 +108,6 @@ def test_a_second_daemon_on_the_same_base_dir_exits_naming_the_holder(layout):
             [TRAINCTL, "daemon", "--base-dir", str(layout.root), "--once"], capture_output=True, text=True, timeout=120
         )
 
-    assert second.returncode == 1
+    assert second.returncode == EXIT_LOCKED
     assert "already running on this base dir" in second.stderr and f"pid {os.getpid()}" in second.stderr
     assert _events(layout, "daemon_started") == []

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from core.cli import main
 from core.ledger import sha256_file
 from core.validation import Verdict, estimate_steps, validate_file
 from profiles import get_profile
@@ -97,3 +98,21 @@ def test_estimate_follows_accumulation_epochs_and_max_steps(tiny_config):
     assert estimate_steps(9, config).steps == 5  # 5 batches -> 3 updates per epoch, x1.5 rounded up
     capped = _config(tiny_config, hyperparams={"max_steps": 7})
     assert estimate_steps(100, capped).steps == 7
+
+
+def test_trainctl_validate_prints_the_report_and_exits_1_when_unusable(tmp_path, tiny_config, capsys):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps(tiny_config), encoding="utf-8")
+    good = write_jsonl(tmp_path / "good.jsonl", chat_rows(5) + ["{broken"])
+    bad = write_jsonl(tmp_path / "bad.jsonl", ["{broken"])
+
+    assert main(["validate", str(good), "--base-dir", str(base), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["verdict"], report["good_rows"], report["bad_lines"][0]["line"]) == ("skipping_bad_rows", 5, 6)
+
+    assert main(["validate", str(bad), "--base-dir", str(base)]) == 1
+    text = capsys.readouterr().out
+    assert "bad.jsonl: rejected (not usable)" in text and "line 1: invalid JSON" in text
+    assert "problem: no good rows" in text
+    assert list(base.iterdir()) == [base / "config.json"]  # nothing trained, nothing written
