@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import Trainer, TrainerCallback
+from transformers import TrainerCallback
 
 from core.builders import build_collator, build_training_arguments
 from core.data import DataFileError, read_examples
@@ -25,6 +25,10 @@ from core.model_loading import load_model, resolve_model_source, select_attentio
 from core.tokenization import tokenize_examples
 from profiles import get_profile
 from trainer.config import TrainConfig, config_to_dict
+from trainer.devices import device_arguments
+from trainer.evaluation import (
+    OomTolerantTrainer, build_early_stopping, build_eval_split, monitoring_arguments,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,7 @@ class UltimateTrainer:
             (see ``core.model_loading.resolve_model_source``).
         output_dir: where ``Trainer`` writes its step checkpoints.
         callbacks: extra ``TrainerCallback`` objects (status reporting, checkpoint bookkeeping).
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (see ``trainer.devices``).
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class UltimateTrainer:
         model_source: str | Path,
         output_dir: Path,
         callbacks: Sequence[TrainerCallback] = (),
+        device: str = "auto",
     ):
         self.config = config
         self.train_file = Path(train_file)
@@ -95,6 +101,7 @@ class UltimateTrainer:
         self.model_source = str(model_source)
         self.output_dir = Path(output_dir)
         self.callbacks = list(callbacks)
+        self.device = device
         self.profile = get_profile(config.profile)
         self.losses = LossRecorder()
 
@@ -109,18 +116,25 @@ class UltimateTrainer:
             self.model_source, self.config, self.base_dir, self.attention.value
         )
         self._check_max_length()
-        self.train_dataset = self._build_dataset()
+        self.train_dataset, self.eval_dataset = build_eval_split(
+            self.config, self.base_dir, self._build_dataset(), self.tokenizer, self.profile
+        )
+        has_eval = self.eval_dataset is not None
         if hp.use_gradient_checkpointing:
             logger.info("gradient checkpointing: on (non-reentrant)")
             if self.config.method == "lora":
                 self.model.enable_input_require_grads()
-        self.trainer = Trainer(
+        self.trainer = OomTolerantTrainer(
             model=self.model,
-            args=build_training_arguments(self.config, self.output_dir, self.precision.value),
+            args=build_training_arguments(
+                self.config, self.output_dir, self.precision.value,
+                **monitoring_arguments(self.config, has_eval), **device_arguments(self.device),
+            ),
             train_dataset=self.train_dataset,
+            eval_dataset=self.eval_dataset,
             data_collator=build_collator(self.config, self.tokenizer),
             processing_class=self.tokenizer,
-            callbacks=[self.losses, *self.callbacks],
+            callbacks=[self.losses, *self.callbacks, *build_early_stopping(self.config, has_eval)],
         )
 
     def _check_max_length(self) -> None:
