@@ -63,8 +63,6 @@ class ProgressCallback(TrainerCallback):
         events: The event log.
         file_name: The file being trained, for events.
         stop: Checked at every step boundary.
-        total_tokens: Tokens the whole run trains on (all epochs), for the tokens/s figure; set it
-            once the dataset is built.
         min_interval: Status writes between log events are at most this often (seconds).
         clock: Monotonic clock; tests inject a fake one.
     """
@@ -75,7 +73,6 @@ class ProgressCallback(TrainerCallback):
         events: EventLog,
         file_name: str,
         stop: StopFlag,
-        total_tokens: float = 0.0,
         min_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -83,14 +80,13 @@ class ProgressCallback(TrainerCallback):
         self.events = events
         self.file_name = file_name
         self.stop = stop
-        self.total_tokens = total_tokens
         self.min_interval = min_interval
         self.clock = clock
-        self._start = (0.0, 0)
+        self._start = (0.0, 0, 0)
         self._last_write = float("-inf")
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._start = (self.clock(), state.global_step)
+        self._start = (self.clock(), state.global_step, state.num_input_tokens_seen)
         self._write(state, force=True)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -118,17 +114,18 @@ class ProgressCallback(TrainerCallback):
         if not force and now - self._last_write < self.min_interval:
             return
         self._last_write = now
-        started, first_step = self._start
+        started, first_step, first_tokens = self._start
         elapsed, done = now - started, state.global_step - first_step
         per_step = elapsed / done if done > 0 and elapsed > 0 else None
-        tokens_per_step = self.total_tokens / state.max_steps if state.max_steps else 0.0
+        # Counted by HF only with include_num_input_tokens_seen; 0 otherwise.
+        tokens = state.num_input_tokens_seen - first_tokens
         self.status.update(
             state=DaemonState.TRAINING,
             current_file=self.file_name,
             current_step=state.global_step,
             total_steps=state.max_steps or None,
             epoch=state.epoch,
-            tokens_per_second=tokens_per_step / per_step if per_step and tokens_per_step else None,
+            tokens_per_second=tokens / elapsed if tokens > 0 and elapsed > 0 else None,
             eta_seconds=per_step * max(0, state.max_steps - state.global_step) if per_step else None,
             **fields,
         )
@@ -155,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         output_dir=output / CHECKPOINTS_DIRNAME, callbacks=[checkpoints, progress],
     )
     trainer.setup()
-    progress.total_tokens = trainer.token_count * config.hyperparams.epochs
+    progress.status.update(attention_backend=trainer.attention.value)
     if stop.requested:
         return _finish(output, "interrupted", EXIT_INTERRUPTED, steps=None, resumed_from=args.resume)
     result = trainer.train(resume_from_checkpoint=args.resume)

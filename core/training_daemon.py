@@ -2,11 +2,11 @@
 
 ``TrainingDaemon.run_once()`` takes at most one file through the flow and returns what happened::
 
-    config.json re-read (core.config_guard)      claim from the inbox (core.inbox)
-    -> duplicate? (core.ledger)                   -> validate (core.validation)
-    -> train in a child process (core.launcher, core.train_worker)
-    -> snapshot, verify, promote, prune (core.snapshots)
-    -> ledger record, file moved to queue/done or queue/failed with a report (core.work_queue)
+    re-read config.json (core.config_guard) -> claim the next inbox file (core.inbox)
+    -> duplicate? (core.ledger) -> validate (core.validation)
+    -> train in a child process (core.launcher, core.train_worker, core.supervisor)
+    -> snapshot, verify, promote, prune, ledger record (core.promotion)
+    -> file moved to queue/done or queue/failed with a report, event, status (core.outcomes)
 
 ``run_forever()`` is a thin loop around it (``--once`` drains the inbox and exits). A file left
 in ``queue/processing/`` by a stopped or crashed daemon is taken first and resumes from its latest
@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ logger = logging.getLogger(__name__)
 LOG_TAIL_CHARS = 4000
 EXIT_LOCKED = 3  # another daemon holds the base dir; systemd must not restart on it
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 class TrainingDaemon:
     """Trains every file dropped into ``BASE_DIR/inbox`` and promotes the result.
 
@@ -62,7 +65,13 @@ class TrainingDaemon:
         notifier: systemd notifier; default reads ``$NOTIFY_SOCKET``.
     """
 
-    def __init__(self, base_dir: str | Path, *, clock=time.monotonic, notifier: SystemdNotifier | None = None):
+    def __init__(
+        self,
+        base_dir: str | Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
         self.layout = BaseDir.at(base_dir).ensure()
         self.status = StatusFile(self.layout.status_file)
         self.events = EventLog(self.layout.events_file)
@@ -168,6 +177,8 @@ class TrainingDaemon:
 
     def _train(self, item: WorkItem, config: TrainConfig, state: WorkState, report: ValidationReport) -> Outcome:
         name = item.path.name
+        if self.stop.requested:
+            return Outcome.INTERRUPTED  # asked to stop while validating: do not start a child now
         state.attempts += 1
         item.save_state(state)
         resume = item.latest_checkpoint() if config.checkpoint.resume else None

@@ -17,13 +17,14 @@ from tests.conftest import chat_rows, write_jsonl
 def _callback(tmp_path, stop: StopFlag, now: list[float]) -> ProgressCallback:
     return ProgressCallback(
         StatusFile(tmp_path / "status.json"), EventLog(tmp_path / "events.jsonl"), "a.jsonl", stop,
-        total_tokens=1000.0, clock=lambda: now[0],
+        clock=lambda: now[0],
     )
 
 
 def _state(step: int, max_steps: int = 10) -> TrainerState:
     state = TrainerState()
     state.global_step, state.max_steps, state.epoch = step, max_steps, step / max_steps
+    state.num_input_tokens_seen = 100 * step
     return state
 
 
@@ -61,7 +62,7 @@ def test_status_is_written_at_most_once_a_second_and_on_every_log(tmp_path):
     written = status.read()
     assert (written.state, written.current_step, written.total_steps) == (DaemonState.TRAINING, 4, 10)
     assert written.eta_seconds == 3.0  # 0.5 s per step, 6 steps left
-    assert written.tokens_per_second == 200.0  # 100 tokens per step
+    assert written.tokens_per_second == 200.0  # 400 tokens in 2 s
     now[0] = 2.1
     callback.on_log(args, _state(5), TrainerControl(), logs={"loss": 1.5, "learning_rate": 0.01})
     assert (status.read().current_step, status.read().loss) == (5, 1.5)
