@@ -146,4 +146,7 @@ class OomTolerantTrainer(Trainer):
             )
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            # on_evaluate, which clears this flag, is not called for a skipped evaluation; left set,
+            # HF would evaluate again at the epoch-end check of the same step.
+            self.control.should_evaluate = False
             return {f"{metric_key_prefix}_loss": float("nan"), f"{metric_key_prefix}_skipped": 1.0}
