@@ -1,13 +1,15 @@
 """``status/events.jsonl``: an append-only log of what happened to each file and snapshot.
 
-Each event is one JSON line ``{"ts": ..., "type": ..., **fields}``. A line is written with a single
-``write()`` on a descriptor opened with ``O_APPEND``, so lines from the daemon and its training child
-never interleave, and it is fsynced before ``emit`` returns. A crash can still leave a torn last line:
-``read`` skips it, and the next ``emit`` starts a fresh line so the torn one does not swallow it.
+Each event is one JSON line ``{"ts": ..., "type": ..., **fields}``, written with a single ``write()``
+on a descriptor opened with ``O_APPEND`` while holding an ``flock`` on the log, so lines from the
+daemon and its training child never interleave, and fsynced before ``emit`` returns. A crash can
+still leave a torn last line: ``read`` skips it, and the next ``emit`` starts a fresh line so the
+torn one does not swallow it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -72,6 +74,9 @@ class EventLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            # The lock makes the torn-line check and the write one step: without it, a line that
+            # another process is still writing looks torn (the size grows page by page).
+            fcntl.flock(fd, fcntl.LOCK_EX)
             if _ends_torn(fd):
                 line = b"\n" + line
             os.write(fd, line)

@@ -45,7 +45,7 @@ def test_ts_is_reserved(tmp_path):
 def _emit_many(path: str, writer: int, count: int) -> None:
     log = EventLog(path)
     for i in range(count):
-        log.emit(EventType.CHECKPOINT_SAVED, writer=writer, i=i, pad="x" * 300)
+        log.emit(EventType.CHECKPOINT_SAVED, writer=writer, i=i, pad="x" * 2000)
 
 
 def test_concurrent_writers_do_not_interleave(tmp_path):
