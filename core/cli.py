@@ -165,6 +165,43 @@ def add_daemon_parsers(sub, parent) -> None:
     validate.set_defaults(func=cmd_validate)
 
 
+# --- run (phases and pipelines) ----------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from core.runner import RunRequest, run_command
+
+    resume = str(args.resume) if args.resume else ("none" if args.no_resume else "auto")
+    request = RunRequest(args.base_dir, resume=resume, device=args.device)
+    for run in run_command(args.phase, args.config, request):
+        record = run.record
+        print(
+            f"{record['phase']}: run {run.id} {record['status']} after {record.get('steps')} steps, "
+            f"loss {record.get('final_loss')}, best eval loss {record.get('best_eval_loss')}\n"
+            f"  model: {run.model_dir}"
+        )
+    return 0
+
+
+def add_run_parser(sub, parent) -> None:
+    run = sub.add_parser(
+        "run", parents=[parent], help="train a phase (pretrain, sft) or a pipeline from a configs/ file"
+    )
+    run.add_argument("--phase", required=True, choices=["pretrain", "sft", "pipeline"])
+    run.add_argument(
+        "--config", type=Path, required=True, help="phase or pipeline config, relative to the base dir"
+    )
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume", type=Path, metavar="PATH", help="start a new run from this checkpoint-N folder"
+    )
+    resume.add_argument(
+        "--no-resume", action="store_true", help="start fresh instead of continuing an unfinished run"
+    )
+    run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    run.set_defaults(func=cmd_run)
+
+
 # --- snapshots / rollback ---------------------------------------------------------------------
 
 
@@ -222,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_config_parser(sub, parent)
     add_train_parser(sub, parent)
+    add_run_parser(sub, parent)
     add_prepare_model_parser(sub, parent)
     add_init_status_parsers(sub, parent)
     add_snapshot_parsers(sub, parent)

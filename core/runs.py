@@ -128,6 +128,7 @@ class Run:
     path: Path
     record: dict[str, Any]
     _handler: logging.Handler | None = field(default=None, repr=False)
+    _root_level: int = field(default=logging.NOTSET, repr=False)
 
     @property
     def id(self) -> str:
@@ -158,17 +159,25 @@ class Run:
         self.record.update(fields)
         atomic_write_json(self.path / RUN_FILE, self.record)
 
-    def attach_log(self) -> None:
-        """Copy every log record of this process into the run's ``train.log`` until :meth:`finish`."""
+    def attach_log(self, level: int = logging.INFO) -> None:
+        """Copy this process's log records at ``level`` and above into ``train.log`` until
+        :meth:`finish`. The root logger is lowered to ``level`` meanwhile if it was set higher."""
         if self._handler is None:
             self._handler = logging.FileHandler(self.log_file, encoding="utf-8")
             self._handler.setFormatter(logging.Formatter(LOG_FORMAT))
-            logging.getLogger().addHandler(self._handler)
+            self._handler.setLevel(level)
+            root = logging.getLogger()
+            self._root_level = root.level
+            if root.level > level:
+                root.setLevel(level)
+            root.addHandler(self._handler)
 
     def detach_log(self) -> None:
-        """Stop writing ``train.log``."""
+        """Stop writing ``train.log`` and restore the root logger's level."""
         if self._handler is not None:
-            logging.getLogger().removeHandler(self._handler)
+            root = logging.getLogger()
+            root.removeHandler(self._handler)
+            root.setLevel(self._root_level)
             self._handler.close()
             self._handler = None
 
