@@ -2,7 +2,8 @@
 
 Run by the daemon through ``core.launcher.launch_training``::
 
-    python -m core.train_worker --base-dir D --file F --output OUT [--config C] [--resume CKPT]
+    python -m core.train_worker --base-dir D --file F --output OUT [--config C] [--model-source M]
+                                [--resume CKPT] [--tensorboard-dir TB]
 
 ``OUT`` is the run's work folder: ``checkpoints/`` (step checkpoints), ``model/`` (the trained
 model) and ``result.json`` (what happened, written atomically for the daemon). The exit code tells
@@ -39,7 +40,7 @@ from core.launcher import (
 from core.layout import BaseDir
 from core.status import DaemonState, StatusFile
 from core.train import UltimateTrainer, resolve_model_source
-from trainer.checkpoint_manager import CheckpointCallback
+from trainer.callbacks import build_run_callbacks
 from trainer.config import load_config
 
 logger = logging.getLogger(__name__)
@@ -143,13 +144,15 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressCallback(
         StatusFile(layout.status_file), EventLog(layout.events_file), args.file.name, stop
     )
-    checkpoints = CheckpointCallback(
-        config_path.read_text(encoding="utf-8"), config, protect=[resume] if resume else []
+    # Progress log, TensorBoard and checkpoint markers first: a checkpoint is complete before its event.
+    callbacks = build_run_callbacks(
+        config, config_path.read_text(encoding="utf-8"), label=args.file.name,
+        tensorboard_dir=args.tensorboard_dir, resume_from=resume,
     )
     trainer = UltimateTrainer(
         config, args.file, base_dir=layout.root,
         model_source=args.model_source or resolve_model_source(layout.root, config),
-        output_dir=output / CHECKPOINTS_DIRNAME, callbacks=[checkpoints, progress],
+        output_dir=output / CHECKPOINTS_DIRNAME, callbacks=[*callbacks, progress],
     )
     trainer.setup()
     progress.status.update(attention_backend=trainer.attention.value)
@@ -182,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="config file to use (default: BASE_DIR/config.json)")
     parser.add_argument("--resume", help="checkpoint folder to resume from")
+    parser.add_argument("--tensorboard-dir", type=Path, help="where to write TensorBoard events (default: none)")
     return parser
 
 

@@ -44,6 +44,7 @@ from core.sd_notify import SystemdNotifier
 from core.snapshots import SnapshotStore
 from core.status import DaemonState, StatusFile, utc_now_iso
 from core.supervisor import POLL_SECONDS, StopRequest, wait_for_child
+from core.tensorboard import ensure_tensorboard
 from core.validation import ValidationReport, validate_file
 from core.work_queue import WorkItem, WorkState, leftover_files
 from profiles import get_profile
@@ -88,6 +89,7 @@ class TrainingDaemon:
         self._queued: list[str] | None = None
         self._next_check = 0.0
         self._tokenizer: tuple[str, Any] | None = None
+        self._tensorboard_url: str | None = None
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -193,6 +195,7 @@ class TrainingDaemon:
         child = launch_training(
             self.layout.root, item.path, item.work_dir, config_file=item.write_config(config),
             model_source=state.model_source, resume=resume, log_file=log_file,
+            tensorboard_dir=self._tensorboard_dir(item, state),
         )
         code = wait_for_child(
             child, self.stop, config.daemon.stop_timeout_seconds, on_tick=self.notifier.watchdog,
@@ -224,6 +227,14 @@ class TrainingDaemon:
                                    validation=report.model_dump(mode="json"))
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _tensorboard_dir(self, item: WorkItem, state: WorkState) -> Path:
+        """``runs/daemon/<stem>-<sha8>/``, the same for every attempt; starts the TensorBoard server."""
+        if self._tensorboard_url is None:
+            self._tensorboard_url = ensure_tensorboard(self.layout.runs)
+            if self._tensorboard_url:
+                self.status.update(tensorboard_url=self._tensorboard_url)
+        return self.layout.runs / "daemon" / f"{item.path.stem}-{state.sha256[:8]}"
 
     def _relative(self, path: Path) -> str:
         return str(path.relative_to(self.layout.inbox)) if path.is_relative_to(self.layout.inbox) else str(path)

@@ -27,7 +27,8 @@ MAX_STEPS = 40
 
 
 @pytest.fixture()
-def layout(tmp_path, tiny_config) -> BaseDir:
+def layout(tmp_path, tiny_config, monkeypatch) -> BaseDir:
+    monkeypatch.setenv("TB_AUTO", "0")  # TensorBoard logs are written, but no server is started
     layout = init_base_dir(tmp_path / "base")
     config = {
         **tiny_config,

@@ -20,7 +20,8 @@ from tests.conftest import chat_rows, write_jsonl
 
 
 @pytest.fixture()
-def layout(tmp_path, tiny_config) -> BaseDir:
+def layout(tmp_path, tiny_config, monkeypatch) -> BaseDir:
+    monkeypatch.setenv("TB_AUTO", "0")  # TensorBoard logs are written, but no server is started
     layout = init_base_dir(tmp_path / "base")
     layout.config_file.write_text(json.dumps(tiny_config), encoding="utf-8")
     return layout
@@ -89,6 +90,7 @@ def test_every_file_ends_in_done_or_failed_and_training_follows_a_rollback(layou
     assert [e["file"] for e in _events(layout, "snapshot_promoted")] == ["a.jsonl", "b.jsonl"]
     assert [e["file"] for e in _events(layout, "validation_failed")] == ["c.jsonl"]
     assert [e["file"] for e in _events(layout, "file_duplicate")] == ["a-again.jsonl"]
+    assert list((layout.runs / "daemon" / f"a-{digest_a[:8]}").glob("events.out.tfevents.*"))
 
     store.rollback("previous")
     write_jsonl(layout.inbox / "d.jsonl", chat_rows(4, seed=5))
