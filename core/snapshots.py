@@ -39,6 +39,7 @@ __all__ = [
     "SnapshotStore",
     "build_manifest",
     "format_snapshot_table",
+    "read_manifest",
     "verify_snapshot",
 ]
 
