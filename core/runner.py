@@ -82,24 +82,32 @@ def _explicit_checkpoint(request: RunRequest) -> Path:
     return checkpoint.resolve()
 
 
+def _changed_data(previous: Run, data: list[dict]) -> list[str]:
+    """Data files whose content differs from when ``previous`` started."""
+    before = {entry["path"]: entry["sha256"] for entry in previous.record.get("data_files", [])}
+    changed = [entry["path"] for entry in data if before.get(entry["path"]) != entry["sha256"]]
+    for path in changed:
+        logger.warning("run %s: data file %s changed since the run started", previous.id, path)
+    return changed
+
+
 def _open_run(loaded: LoadedPhase, request: RunRequest, model_source: str) -> tuple[Run, Path | None]:
     """Start a new run or reopen the unfinished one to continue; returns it and the checkpoint."""
     training = loaded.config.training
+    data = [
+        data_file_record(request.base_dir / source.path, source.weight) for source in loaded.config.data
+    ]
+    checkpoint = None
     if request.resume not in ("auto", "none"):
         checkpoint = _explicit_checkpoint(request)
     elif request.resume == "auto" and training.checkpoint.resume:
         previous = find_previous_run(loaded, request)
         if previous and previous.status is not RunStatus.COMPLETED:
-            checkpoint = latest_checkpoint(previous.checkpoints)
-            if checkpoint is not None:
-                return reopen_run(previous, from_checkpoint=str(checkpoint)), checkpoint
+            latest = latest_checkpoint(previous.checkpoints)
+            if latest is not None:
+                changed = _changed_data(previous, data)
+                return reopen_run(previous, from_checkpoint=str(latest), changed_data=changed), latest
             logger.info("run %s has no complete checkpoint; starting a new run", previous.id)
-        checkpoint = None
-    else:
-        checkpoint = None
-    data = [
-        data_file_record(request.base_dir / source.path, source.weight) for source in loaded.config.data
-    ]
     run = start_run(
         request.runs_root,
         phase=loaded.config.phase,

@@ -107,6 +107,19 @@ def test_pretrain_smoke_through_the_cli(base, capsys):
     assert "step 4/4 loss" in (run_dir / "train.log").read_text()
 
 
+def test_resume_from_an_incomplete_checkpoint_is_refused_before_training(base, capsys):
+    partial = base / "old" / "checkpoint-3"
+    partial.mkdir(parents=True)
+    (partial / "model.safetensors").write_bytes(b"cut short")
+
+    code = main(["run", "--base-dir", str(base), "--phase", "sft", "--config", "configs/sft.json",
+                 "--resume", "old/checkpoint-3"])
+
+    assert code == 2
+    assert "--resume old/checkpoint-3: no readable trainctl_checkpoint.json" in capsys.readouterr().err
+    assert not (base / "runs").exists()
+
+
 class InterruptAt(TrainerCallback):
     """Ctrl-C arriving during step ``step``."""
 
@@ -136,7 +149,7 @@ def test_interrupted_run_continues_in_its_folder_from_the_latest_checkpoint(base
     assert resumed.id == interrupted.id and len(list_runs(base / "runs")) == 1
     assert (resumed.record["status"], resumed.record["steps"]) == ("completed", 4)
     assert resumed.record["resumes"][0]["from_checkpoint"].endswith("checkpoint-2")
-    assert resumed.record["resume_warnings"] == []
+    assert resumed.record["resume_warnings"] == [] and resumed.record["resumes"][0]["changed_data"] == []
 
 
 def test_pipeline_trains_sft_from_pretrain_model_and_skips_finished_phases(base):
