@@ -286,11 +286,11 @@ class TrainingDaemon:
 
     def _started(self) -> None:
         logger.info("daemon started on %s (pid %d)", self.layout.root, os.getpid())
+        self.events.emit(EventType.DAEMON_STARTED, pid=os.getpid(), base_dir=str(self.layout.root))
         config = self.guard.reload()
         self.status.update(state=DaemonState.IDLE, daemon_pid=os.getpid(), started_at=utc_now_iso(),
                            model_display_name=config.model_display_name if config else None,
                            current_file=None, **PROGRESS_CLEARED)
-        self.events.emit(EventType.DAEMON_STARTED, pid=os.getpid(), base_dir=str(self.layout.root))
         self.notifier.ready("watching the inbox")
 
     def _stopping(self) -> None:

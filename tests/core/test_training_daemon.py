@@ -102,6 +102,24 @@ def test_every_file_ends_in_done_or_failed_and_training_follows_a_rollback(layou
     assert StatusFile(layout.status_file).read().current_snapshot == snap_d.id
 
 
+def test_a_file_still_changing_waits_in_the_inbox_and_is_listed_as_queued(layout, tiny_config):
+    layout.config_file.write_text(json.dumps({**tiny_config, "daemon": {"stable_seconds": 5}}))
+    now = [100.0]
+    daemon = TrainingDaemon(layout.root, clock=lambda: now[0])
+    path = write_jsonl(layout.inbox_low / "a.jsonl", chat_rows(2))
+
+    assert daemon.run_once() is Outcome.WAITING
+    now[0] += 4.0
+    write_jsonl(path, chat_rows(3))  # still growing: the 5 s start again
+    now[0] += 4.0
+    assert daemon.run_once() is Outcome.WAITING
+
+    assert _files(layout.inbox_low) == {"a.jsonl"} and _files(layout.processing) == set()
+    assert StatusFile(layout.status_file).read().queued_files == ["low/a.jsonl"]
+    assert [e["path"] for e in _events(layout, "file_detected")] == ["low/a.jsonl"]
+    assert _events(layout, "file_claimed") == []
+
+
 def test_a_refused_config_edit_keeps_the_last_good_config(layout, tiny_config):
     daemon = TrainingDaemon(layout.root)
     assert daemon.run_once() is Outcome.IDLE  # reads the good config
