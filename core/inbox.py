@@ -109,7 +109,10 @@ class Inbox:
         ignored: list[IgnoredEntry] = []
         for priority, folder in enumerate(self.folders):
             for entry in self._entries(folder):
-                info = entry.stat(follow_symlinks=False)
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed or renamed since the folder was listed
                 reason = ignore_reason(entry.name, info.st_mode)
                 if reason is None:
                     candidates.append(InboxFile(Path(entry.path), priority, info.st_size, info.st_mtime_ns))
