@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError, safe_open
 
+from core.errors import UserError
 from core.model_dirs import check_model_dir
 from core.status import utc_now_iso
 from trainer.config import TrainConfig, config_hash, config_to_dict
@@ -35,7 +36,7 @@ _FULL_SCAN_BYTES = 256 * 2**20
 _SAMPLE_ELEMENTS = 4096
 
 
-class SnapshotError(Exception):
+class SnapshotError(UserError):
     """A snapshot is missing, ambiguous, or fails verification; the message says which and why."""
 
 
