@@ -9,6 +9,7 @@ multi-GPU launcher would start several processes in it).
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ RESULT_FILENAME = "result.json"
 EXIT_TRAINED = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped on request at a checkpoint; resumable
+PARENT_PID_ENV = "TRAINCTL_DAEMON_PID"  # lets the child notice that the daemon died before it started
 
 
 def launch_training(
@@ -78,6 +80,7 @@ def launch_training(
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout else None,
             start_new_session=True,
+            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
         )
     finally:
         if stdout is not None:

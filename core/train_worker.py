@@ -15,7 +15,9 @@ checkpoint and stop" at the next step boundary, so the run can resume exactly th
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
 import signal
 import sys
 import time
@@ -35,6 +37,7 @@ from core.launcher import (
     EXIT_INTERRUPTED,
     EXIT_TRAINED,
     MODEL_DIRNAME,
+    PARENT_PID_ENV,
     RESULT_FILENAME,
 )
 from core.layout import BaseDir
@@ -44,6 +47,8 @@ from trainer.callbacks import build_run_callbacks
 from trainer.config import load_config
 
 logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class StopFlag:
@@ -132,6 +137,23 @@ class ProgressCallback(TrainerCallback):
         )
 
 
+def stop_with_parent(stop: StopFlag) -> None:
+    """Get SIGTERM when the daemon dies (Linux ``PR_SET_PDEATHSIG``).
+
+    The child runs in its own session, so nothing else stops it: an orphan would keep training
+    while a restarted daemon resumes the same file. With this it checkpoints and exits instead.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        logger.debug("prctl is not available; the child will not notice if the daemon dies")
+        return
+    expected = os.environ.get(PARENT_PID_ENV)
+    if expected and os.getppid() != int(expected):
+        logger.warning("the daemon (pid %s) exited before training started; stopping", expected)
+        stop.requested = True
+
+
 def run(args: argparse.Namespace) -> int:
     """Train ``args.file``; write ``result.json``; return the exit code."""
     layout = BaseDir.at(args.base_dir)
@@ -139,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
     config_path = Path(args.config) if args.config else layout.config_file
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop.request)
+    stop_with_parent(stop)
     config = load_config(config_path)
     resume = Path(args.resume) if args.resume else None
     progress = ProgressCallback(

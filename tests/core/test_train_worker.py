@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from core.events import EventLog
-from core.launcher import EXIT_FAILED, RESULT_FILENAME
+from core.launcher import EXIT_FAILED, PARENT_PID_ENV, RESULT_FILENAME
 from core.status import DaemonState, StatusFile
-from core.train_worker import ProgressCallback, StopFlag, main
+from core.train_worker import ProgressCallback, StopFlag, main, stop_with_parent
 from tests.conftest import chat_rows, write_jsonl
 
 
@@ -82,3 +83,12 @@ def test_a_failing_run_exits_1_with_the_error_and_traceback_in_result_json(tmp_p
     assert code == EXIT_FAILED and result["outcome"] == "failed"
     assert "lower hyperparams.max_length in config.json" in result["error"]
     assert result["traceback"].startswith("Traceback")
+
+
+def test_a_child_whose_daemon_is_already_gone_stops_before_training(monkeypatch):
+    monkeypatch.setenv(PARENT_PID_ENV, str(os.getppid() + 1))  # not our parent: the daemon died
+    stop = StopFlag()
+
+    stop_with_parent(stop)
+
+    assert stop.requested
