@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from core.errors import UserError
 
-Device = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "mps")
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainingArguments
+from transformers import (
+    AutoConfig, AutoModelForCausalLM, Trainer, TrainerControl, TrainerState, TrainingArguments,
+)
 
 from trainer.checkpoint_manager import (
     CONFIG_COPY_NAME,
@@ -106,6 +109,17 @@ def test_leftover_temp_folders_are_cleaned(run_copy):
         (run_copy / name / "model.safetensors").write_bytes(b"partial")
     assert latest_checkpoint(run_copy) == run_copy / "checkpoint-6"
     assert sorted(p.name for p in run_copy.iterdir()) == ["checkpoint-4", "checkpoint-6"]
+
+
+def test_marker_of_a_checkpoint_about_to_be_overwritten_is_dropped_first(run_copy, trained_run):
+    # A run resumed from checkpoint-4 saves checkpoint-6 again, in place: until that save completes,
+    # the old marker must not vouch for the files being rewritten.
+    _, config_text, raw = trained_run
+    callback = CheckpointCallback(config_text, _config(raw))
+    args = SimpleNamespace(output_dir=str(run_copy))
+    callback.on_step_end(args, TrainerState(global_step=6), TrainerControl(should_save=True))
+    assert not (run_copy / "checkpoint-6" / MARKER_NAME).exists()
+    assert latest_checkpoint(run_copy) == run_copy / "checkpoint-4"
 
 
 def _fake_checkpoint(root: Path, step: int, best: int | None, config: TrainConfig) -> Path:
