@@ -128,7 +128,7 @@ def load_model(
         ModelSourceError: ``source`` is a local directory that is not a valid model dir.
     """
     from peft import PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
 
     from core.builders import build_lora_config
 
@@ -150,6 +150,7 @@ def load_model(
             model = model.merge_and_unload()
         logger.info("continuing adapter %s on base %s", source, base_source)
     elif config.method == "lora":
+        set_seed(config.hyperparams.seed)  # the adapter init must not depend on earlier RNG use
         model = get_peft_model(model, build_lora_config(config))
         logger.info("new LoRA adapter (r=%d) on %s", config.lora.r, source)
     return model, tokenizer

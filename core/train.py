@@ -160,7 +160,6 @@ class UltimateTrainer:
             self.train_file.name, stats.examples, stats.total_tokens, stats.trained_tokens,
             stats.truncated, stats.dropped + stats.no_trained_tokens,
         )
-        self.token_count = stats.total_tokens
         return Dataset.from_list(features)
 
     def train(self, resume_from_checkpoint: str | None = None) -> TrainResult:
@@ -175,7 +174,7 @@ class UltimateTrainer:
             last_loss=losses[-1] if losses else None,
             eval_loss=self.losses.eval_loss,
             examples=len(self.train_dataset),
-            tokens=round(self.token_count * self.config.hyperparams.epochs),
+            tokens=round(sum(map(len, self.train_dataset["input_ids"])) * self.config.hyperparams.epochs),
             attention=self.attention.value,
             precision=self.precision.value,
         )

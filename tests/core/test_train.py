@@ -128,3 +128,18 @@ def test_cli_train_reports_a_file_without_usable_rows(tiny_config, tmp_path):
     proc = _run_cli("train", str(bad), "--base-dir", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2
     assert "bad.jsonl" in proc.stderr and "no usable example" in proc.stderr
+
+
+def test_new_adapter_init_follows_the_configured_seed(tiny_config, data_file, tmp_path):
+    def initial_adapter(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed + 1000)  # unrelated RNG use before setup must not matter
+        job = UltimateTrainer(
+            _config(tiny_config, seed=seed), data_file, base_dir=tmp_path,
+            model_source=tiny_config["base_model"], output_dir=tmp_path / f"ckpt{seed}",
+        )
+        job.setup()
+        return _lora_weights(job.model)
+
+    first, again, other = initial_adapter(0), initial_adapter(0), initial_adapter(1)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert any(not torch.equal(first[name], other[name]) for name in first)
