@@ -185,7 +185,7 @@ class SnapshotStore:
         if keep < 0:
             raise ValueError(f"keep must be >= 0, got {keep}; set daemon.keep_snapshots in config.json")
         snapshots = self.list()
-        newest = {s.id for s in snapshots[len(snapshots) - keep :]} if keep else set()
+        newest = {s.id for s in snapshots[max(0, len(snapshots) - keep) :]}
         doomed = [s for s in snapshots if s.id not in newest and not s.pinned and not s.is_current]
         for snapshot in doomed:
             _remove_dir(snapshot.path, self.layout.snapshots / f"{_DELETING}{snapshot.id}")

@@ -217,6 +217,13 @@ def test_prune_keeps_newest_pinned_and_current(store, adapter_dir, tmp_path):
     assert store.current().id == ids[1]
 
 
+def test_prune_deletes_nothing_while_fewer_than_keep_exist(store, adapter_dir, tmp_path):
+    ids = [_add(store, adapter_dir, f"f{i}", tmp_path) for i in range(3)]
+    store.promote(ids[2])
+    assert store.prune(keep=5) == []
+    assert [s.id for s in store.list()] == ids
+
+
 def test_readers_see_old_or_new_snapshot_during_swaps(store, base, adapter_dir, tmp_path):
     ids = {_add(store, adapter_dir, name, tmp_path) for name in ("a", "b")}
     first, second = sorted(ids)
