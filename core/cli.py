@@ -118,8 +118,12 @@ def add_prepare_model_parser(sub, parent) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from core.train import train_file
 
-    config = load_config(args.base_dir / CONFIG_FILENAME)
-    result, model_dir = train_file(config, args.file.resolve(), args.base_dir, output=args.output)
+    config_file = args.base_dir / CONFIG_FILENAME
+    config = load_config(config_file)
+    result, model_dir = train_file(
+        config, args.file.resolve(), args.base_dir, output=args.output,
+        config_text=config_file.read_text(encoding="utf-8"),
+    )
     print(
         f"trained {result.steps} steps on {result.examples} examples of {args.file.name}: "
         f"loss {result.first_loss:.4f} -> {result.last_loss:.4f}\nmodel: {model_dir}"

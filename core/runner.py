@@ -23,7 +23,7 @@ from core.errors import UserError
 from core.model_dirs import is_valid_model_dir
 from core.model_loading import resolve_base_model
 from core.phases import LoadedPhase, check_data_files, load_phase, load_pipeline, mix_data
-from core.runs import Run, RunStatus, data_file_record, list_runs, reopen_run, start_run
+from core.runs import Run, RunStatus, data_file_record, list_runs, reopen_run, run_results, start_run
 from core.tensorboard import ensure_tensorboard
 from trainer.checkpoint_manager import (
     ResumeError,
@@ -164,18 +164,7 @@ def run_phase(loaded: LoadedPhase, request: RunRequest, model_source: str | None
         run.update(tensorboard_url=ensure_tensorboard(request.runs_root))
         result = job.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         job.save(run.model_dir, result)
-        state = job.trainer.state
-        run.finish(
-            RunStatus.COMPLETED,
-            steps=result.steps,
-            final_loss=result.last_loss,
-            first_loss=result.first_loss,
-            eval_loss=result.eval_loss,
-            best_eval_loss=state.best_metric,
-            best_checkpoint=state.best_model_checkpoint,
-            examples=result.examples,
-            model_dir=str(run.model_dir),
-        )
+        run.finish(RunStatus.COMPLETED, **run_results(result, job.trainer.state, run.model_dir))
     return run
 
 

@@ -199,6 +199,20 @@ class Run:
         self.detach_log()
 
 
+def run_results(result: Any, state: Any, model_dir: Path) -> dict[str, Any]:
+    """The run.json fields of a completed training: a ``TrainResult`` and the Trainer's final state."""
+    return {
+        "steps": result.steps,
+        "first_loss": result.first_loss,
+        "final_loss": result.last_loss,
+        "eval_loss": result.eval_loss,
+        "best_eval_loss": state.best_metric,
+        "best_checkpoint": state.best_model_checkpoint,
+        "examples": result.examples,
+        "model_dir": str(model_dir),
+    }
+
+
 def start_run(
     runs_root: Path,
     *,

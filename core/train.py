@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,10 +18,12 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from core.builders import build_collator, build_training_arguments
-from core.data import DataFileError, read_examples
+from core.dataset import CACHE_DIRNAME, build_train_data
 from core.errors import UserError
-from core.model_loading import load_model, resolve_model_source, select_attention, select_precision
-from core.tokenization import tokenize_examples
+from core.model_loading import (
+    load_model, resolve_model_source, select_attention, select_gradient_checkpointing, select_precision,
+)
+from core.token_budget import group_by_token_budget
 from profiles import get_profile
 from trainer.config import TrainConfig, config_to_dict
 from trainer.devices import device_arguments
@@ -113,24 +114,30 @@ class UltimateTrainer:
         logger.info("precision: %s (%s)", self.precision.value, self.precision.reason)
         logger.info("attention: %s (%s)", self.attention.value, self.attention.reason)
         self.model, self.tokenizer = load_model(
-            self.model_source, self.config, self.base_dir, self.attention.value
+            self.model_source, self.config, self.base_dir, self.attention.value, self.precision.value
         )
         self._check_max_length()
         self.train_dataset, self.eval_dataset = build_eval_split(
             self.config, self.base_dir, self._build_dataset(), self.tokenizer, self.profile
         )
         has_eval = self.eval_dataset is not None
-        if hp.use_gradient_checkpointing:
-            logger.info("gradient checkpointing: on (non-reentrant)")
-            if self.config.method == "lora":
-                self.model.enable_input_require_grads()
+        self.checkpointing = select_gradient_checkpointing(
+            hp.use_gradient_checkpointing, self.model.config,
+            hp.max_tokens_per_batch or hp.batch_size * hp.max_length,
+        )
+        logger.info("gradient checkpointing: %s (%s)", self.checkpointing.value, self.checkpointing.reason)
+        if self.checkpointing.value == "on" and self.config.method == "lora":
+            self.model.enable_input_require_grads()
         self.trainer = OomTolerantTrainer(
             model=self.model,
             args=build_training_arguments(
-                self.config, self.output_dir, self.precision.value,
+                self.config, self.output_dir, self.precision.value, self.checkpointing.value == "on",
                 **monitoring_arguments(self.config, has_eval), **device_arguments(self.device),
             ),
-            train_dataset=self.train_dataset,
+            train_dataset=(
+                group_by_token_budget(self.train_dataset, hp.max_tokens_per_batch)
+                if hp.max_tokens_per_batch else self.train_dataset
+            ),
             eval_dataset=self.eval_dataset,
             data_collator=build_collator(self.config, self.tokenizer),
             processing_class=self.tokenizer,
@@ -146,21 +153,10 @@ class UltimateTrainer:
             )
 
     def _build_dataset(self) -> Dataset:
-        parsed = read_examples(self.train_file, self.profile)
-        for error in parsed.errors:
-            logger.warning("%s: skipping line %d: %s", self.train_file.name, error.line, error.reason)
-        features, stats = tokenize_examples(
-            parsed.examples, self.tokenizer, self.profile,
-            self.config.hyperparams.max_length, self.config.data.on_overlength,
-        )
-        if not features:
-            raise DataFileError(f"{self.train_file}: no usable example to train on")
-        logger.info(
-            "%s: %d examples, %d tokens (%d trained), %d truncated, %d dropped",
-            self.train_file.name, stats.examples, stats.total_tokens, stats.trained_tokens,
-            stats.truncated, stats.dropped + stats.no_trained_tokens,
-        )
-        return Dataset.from_list(features)
+        cache_dir = self.base_dir / CACHE_DIRNAME if self.config.data.cache_tokenized else None
+        data = build_train_data(self.train_file, self.tokenizer, self.profile, self.config, cache_dir)
+        self.dataset_seconds = data.seconds
+        return data.dataset
 
     def train(self, resume_from_checkpoint: str | None = None) -> TrainResult:
         """Run training (optionally resuming a step checkpoint); return what happened."""
@@ -206,18 +202,37 @@ def train_file(
     base_dir: Path,
     *,
     output: Path | None = None,
-    callbacks: Sequence[TrainerCallback] = (),
+    config_text: str | None = None,
 ) -> tuple[TrainResult, Path]:
-    """Train the current model (or ``base_model``) on one file and save it: ``trainctl train``.
+    """``trainctl train``: train the current model (or ``base_model``) on one file in a new run.
+
+    The run gets ``runs/<time>/`` (run.json, train.log, TensorBoard events, checkpoints).
 
     Returns:
-        The result and the saved model dir (default ``runs/<time>/model`` under ``base_dir``).
+        The result and the saved model dir (default ``runs/<time>/model``).
     """
-    output = Path(output) if output else base_dir / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S") / "model"
-    job = UltimateTrainer(
-        config, data_file, base_dir=base_dir, model_source=resolve_model_source(base_dir, config),
-        output_dir=output.parent / "checkpoints", callbacks=callbacks,
+    from core.runs import RunStatus, data_file_record, run_results, start_run
+    from core.tensorboard import ensure_tensorboard
+    from trainer.callbacks import build_run_callbacks
+
+    config_text = config_text or json.dumps(config_to_dict(config))
+    model_source = resolve_model_source(base_dir, config)
+    run = start_run(
+        base_dir / "runs", phase="train", config=config, config_text=config_text,
+        data_files=[data_file_record(data_file)], base_dir=base_dir, extra={"model_source": model_source},
     )
-    job.setup()
-    result = job.train()
-    return result, job.save(output, result)
+    with run:
+        model_dir = Path(output) if output else run.model_dir
+        callbacks = build_run_callbacks(
+            config, config_text, label=f"{data_file.name} {run.id}", tensorboard_dir=run.tensorboard
+        )
+        job = UltimateTrainer(
+            config, data_file, base_dir=base_dir, model_source=model_source,
+            output_dir=run.checkpoints, callbacks=callbacks,
+        )
+        job.setup()
+        run.update(tensorboard_url=ensure_tensorboard(base_dir / "runs"))
+        result = job.train()
+        job.save(model_dir, result)
+        run.finish(RunStatus.COMPLETED, **run_results(result, job.trainer.state, model_dir))
+    return result, model_dir

@@ -107,6 +107,12 @@ def test_cli_train_writes_valid_model_dir(tiny_config, data_file, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert check_model_dir(tmp_path / "out").ok
     assert "model: " in proc.stdout
+    run = json.loads((tmp_path / "runs" / "latest" / "run.json").read_text())
+    assert run["status"] == "completed" and run["phase"] == "train"
+    assert run["steps"] == 4 and run["final_loss"] is not None
+    assert [Path(f["path"]).name for f in run["data_files"]] == ["chat.jsonl"]
+    assert run["config"] == tiny_config
+    assert (tmp_path / "runs" / "latest" / "train.log").stat().st_size > 0
 
 
 def test_cli_train_refuses_bad_config_naming_every_problem(tiny_config, data_file, tmp_path):
