@@ -94,6 +94,81 @@ def select_attention(setting: str, precision: str) -> Choice:
     return Choice("flash_attention_2", "flash_attn installed, CUDA, half precision")
 
 
+ACTIVATION_BYTES_PER_HIDDEN = 34
+"""Bytes saved for backward per token, layer and hidden unit under mixed precision (Korthikanti et
+al. 2022, "Reducing Activation Recomputation", without the attention-score term that SDPA and flash
+attention do not store)."""
+LOGIT_BYTES_PER_VOCAB = 12
+"""Bytes per token and vocabulary entry for the logits: bf16 logits, their fp32 upcast for the
+loss and its gradient."""
+
+
+def free_memory_bytes() -> int:
+    """Free memory of the training device: CUDA's free memory, else the host's available RAM."""
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+def estimate_activation_bytes(model_config: Any, tokens_per_step: int) -> int:
+    """Activation memory of one step without checkpointing (see :data:`ACTIVATION_BYTES_PER_HIDDEN`)."""
+    per_token = (
+        model_config.num_hidden_layers * model_config.hidden_size * ACTIVATION_BYTES_PER_HIDDEN
+        + model_config.vocab_size * LOGIT_BYTES_PER_VOCAB
+    )
+    return tokens_per_step * per_token
+
+
+def select_gradient_checkpointing(
+    setting: bool | str, model_config: Any, tokens_per_step: int, free_bytes: int | None = None
+) -> Choice:
+    """Resolve ``hyperparams.use_gradient_checkpointing``: ``auto`` is on only when memory is short.
+
+    Returns:
+        ``Choice("on"|"off", reason)``.
+    """
+    if setting != "auto":
+        return Choice("on" if setting else "off", "set in config.json")
+    needed = estimate_activation_bytes(model_config, tokens_per_step)
+    free = free_memory_bytes() if free_bytes is None else free_bytes
+    verdict = "on" if needed > free / 2 else "off"
+    return Choice(verdict, f"activations of a {tokens_per_step}-token step ~{needed / 2**30:.1f} GiB, "
+                           f"{free / 2**30:.1f} GiB free")
+
+
+def select_liger(setting: bool) -> Choice:
+    """Resolve ``hyperparams.use_liger``: on only with the package and a CUDA GPU."""
+    if not setting:
+        return Choice("off", "set in config.json")
+    if importlib.util.find_spec("liger_kernel") is None:
+        return Choice("off", "liger-kernel is not installed")
+    if not torch.cuda.is_available():
+        return Choice("off", "Liger's Triton kernels need CUDA")
+    return Choice("on", "liger-kernel installed, CUDA")
+
+
+def select_torch_compile(setting: bool) -> Choice:
+    """Resolve ``hyperparams.torch_compile``: on only on CUDA."""
+    if not setting:
+        return Choice("off", "set in config.json")
+    if not torch.cuda.is_available():
+        return Choice("off", "CPU: compile time outweighs the gain for one file's run")
+    return Choice("on", "CUDA")
+
+
+def weights_dtype(config: TrainConfig, precision: str) -> torch.dtype:
+    """The dtype to load the model in.
+
+    Trained weights are fp32 (master weights; bf16/fp16 run as autocast). A LoRA run in bf16 loads
+    the frozen base in bf16: autocast casts those weights to bf16 for every matmul anyway, so the
+    products are the same, while the model takes half the memory, and the casts and the fp32
+    elementwise work between matmuls disappear. The adapter itself stays fp32 (PEFT upcasts it).
+    """
+    return torch.bfloat16 if config.method == "lora" and precision == "bf16" else torch.float32
+
+
 def _adapter_base(adapter_dir: Path, config: TrainConfig, base_dir: Path) -> str:
     """The base model of an adapter: the one it records if that still exists locally, else config's."""
     recorded = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
@@ -113,7 +188,7 @@ def load_tokenizer(source: str, trust_remote_code: bool) -> Any:
 
 
 def load_model(
-    source: str, config: TrainConfig, base_dir: Path, attention: str
+    source: str, config: TrainConfig, base_dir: Path, attention: str, precision: str = "fp32"
 ) -> tuple[Any, Any]:
     """Load the model and tokenizer to train, applying or continuing LoRA per ``config.method``.
 
@@ -122,7 +197,8 @@ def load_model(
     * an adapter dir + ``full``: the adapter is merged into its base and every weight trains;
     * a full model dir or hub id + ``full``: every weight trains.
 
-    Master weights are fp32; bf16/fp16 run as autocast (see ``build_training_arguments``).
+    Master weights are fp32; bf16/fp16 run as autocast (see ``build_training_arguments``); a frozen
+    LoRA base is loaded in bf16 when ``precision`` is bf16 (see :func:`weights_dtype`).
 
     Raises:
         ModelSourceError: ``source`` is a local directory that is not a valid model dir.
@@ -141,7 +217,8 @@ def load_model(
     remote = config.trust_remote_code
     base_source = _adapter_base(Path(source), config, base_dir) if kind == "adapter" else source
     model = AutoModelForCausalLM.from_pretrained(
-        base_source, dtype=torch.float32, attn_implementation=attention, trust_remote_code=remote
+        base_source, dtype=weights_dtype(config, precision), attn_implementation=attention,
+        trust_remote_code=remote,
     )
     tokenizer = load_tokenizer(source if kind == "full" or _has_tokenizer(source) else base_source, remote)
     if kind == "adapter":

@@ -155,13 +155,14 @@ def test_max_steps_overrides_epochs(tmp_path):
     assert args.max_steps == 12
 
 
-def test_defaults_use_the_cosine_schedule_with_checkpointing(tmp_path):
+def test_defaults_use_the_cosine_schedule_and_decide_checkpointing_by_memory(tmp_path):
     args = build_training_arguments(TrainConfig(), tmp_path, "fp32")
     defaults = TrainConfig()
 
     assert args.lr_scheduler_type == "cosine"
-    assert defaults.hyperparams.use_gradient_checkpointing is True
-    assert args.gradient_checkpointing is True
+    assert defaults.hyperparams.use_gradient_checkpointing == "auto"
+    assert args.gradient_checkpointing is False  # unresolved auto; UltimateTrainer resolves it
+    assert build_training_arguments(TrainConfig(), tmp_path, "fp32", True).gradient_checkpointing is True
     assert args.save_steps == defaults.checkpoint.save_steps
     assert args.logging_steps == defaults.checkpoint.log_steps
 

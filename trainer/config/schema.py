@@ -78,9 +78,10 @@ class Hyperparams(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0.0)
     """Gradients are clipped to this global norm."""
 
-    use_gradient_checkpointing: bool = True
-    """Recompute activations in the backward pass (non-reentrant): less memory, roughly 20-30%
-    slower. On CPU with a small model the memory saved is often not needed; turn it off for speed."""
+    use_gradient_checkpointing: bool | Literal["auto"] = "auto"
+    """Recompute activations in the backward pass (non-reentrant): less memory, about a third
+    slower per step (see docs/performance.md). ``auto`` turns it on only when the estimated
+    activations of a full step would take more than half of the free memory of the device."""
 
     attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
     """Attention kernel. ``auto`` uses flash_attention_2 when flash-attn is installed, CUDA is present
@@ -89,6 +90,19 @@ class Hyperparams(StrictModel):
     padding_free: bool = True
     """Concatenate the examples of a batch into one row with per-example position ids instead of
     padding them (``DataCollatorWithFlattening``). Same loss, no compute spent on padding."""
+
+    max_tokens_per_batch: int | None = Field(None, ge=16)
+    """If set, a step takes consecutive examples until the next would exceed this many tokens,
+    instead of ``batch_size`` examples, so short examples fill the step (``batch_size`` is then
+    ignored). Must be at least ``max_length``. None: ``batch_size`` examples per step."""
+
+    use_liger: bool = False
+    """Use Liger kernels (fused RMSNorm, SwiGLU, RoPE and linear cross-entropy). Needs the
+    ``liger-kernel`` package and a CUDA GPU; ignored, with a log line saying why, otherwise."""
+
+    torch_compile: bool = False
+    """Compile the model with ``torch.compile``. Used on CUDA only: on CPU the compile time outweighs
+    the gain for runs of the length a file gets."""
 
     seed: int = 42
     """Seed for weight init of new adapters, data order and dropout."""
@@ -103,6 +117,10 @@ class DataSettings(StrictModel):
     on_bad_row: Literal["skip", "reject"] = "skip"
     """``skip`` trains on the good rows of a file and reports the bad ones; ``reject`` fails the whole
     file if any row is bad."""
+
+    cache_tokenized: bool = True
+    """Keep tokenized files under ``cache/tokenized/`` in the base dir, keyed by the SHA-256 of the
+    file, tokenizer, profile and tokenization settings, so a file trained again is not re-tokenized."""
 
 
 class EvalSettings(StrictModel):
@@ -223,4 +241,11 @@ class TrainConfig(StrictModel):
     def _check_cross_fields(self) -> "TrainConfig":
         if self.eval.file and self.eval.split_ratio > 0:
             raise ValueError("set either eval.file or eval.split_ratio, not both")
+        budget = self.hyperparams.max_tokens_per_batch
+        if budget is not None and budget < self.hyperparams.max_length:
+            raise ValueError(
+                f"hyperparams.max_tokens_per_batch ({budget}) must be at least hyperparams.max_length "
+                f"({self.hyperparams.max_length}) so that every example fits in a step; raise it or "
+                "lower max_length"
+            )
         return self
