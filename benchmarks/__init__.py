@@ -1,0 +1,1 @@
+"""Benchmarks: throughput against HF Trainer and TRL, daemon overhead."""
