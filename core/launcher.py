@@ -34,7 +34,6 @@ def launch_training(
     config_file: Path | None = None,
     model_source: str | None = None,
     resume: Path | None = None,
-    tensorboard_dir: Path | None = None,
     log_file: Path | None = None,
 ) -> subprocess.Popen:
     """Start ``python -m core.train_worker`` on one file and return without waiting.
@@ -46,7 +45,6 @@ def launch_training(
         config_file: The config the run uses (the daemon's last accepted one); None: config.json.
         model_source: The model or adapter to start from; None lets the child resolve it.
         resume: A checkpoint folder to resume from, or None to start fresh.
-        tensorboard_dir: Where the child writes TensorBoard events; None for none.
         log_file: Where the child's stdout and stderr go (appended); None inherits the daemon's.
 
     Returns:
@@ -69,8 +67,6 @@ def launch_training(
         command += ["--model-source", model_source]
     if resume is not None:
         command += ["--resume", str(resume)]
-    if tensorboard_dir is not None:
-        command += ["--tensorboard-dir", str(tensorboard_dir)]
     logger.info("starting training of %s: %s", train_file.name, " ".join(command))
     stdout = open(log_file, "ab") if log_file is not None else None
     try:

@@ -3,10 +3,11 @@
 Run by the daemon through ``core.launcher.launch_training``::
 
     python -m core.train_worker --base-dir D --file F --output OUT [--config C] [--model-source M]
-                                [--resume CKPT] [--tensorboard-dir TB]
+                                [--resume CKPT]
 
-``OUT`` is the run's work folder: ``checkpoints/`` (step checkpoints), ``model/`` (the trained
-model) and ``result.json`` (what happened, written atomically for the daemon). The exit code tells
+``OUT`` is the file's work folder: ``checkpoints/`` (step checkpoints), ``model/`` (the trained
+model) and ``result.json`` (what happened, written atomically for the daemon). Each file also gets a
+run folder ``runs/<time>/`` (run.json, train.log, TensorBoard events); a resumed attempt reopens it. The exit code tells
 the daemon the outcome: 0 trained, :data:`EXIT_INTERRUPTED` stopped at a checkpoint on SIGTERM, any
 other value failed. A SIGTERM only sets a flag; :class:`ProgressCallback` turns it into "save a
 checkpoint and stop" at the next step boundary, so the run can resume exactly there.
@@ -29,7 +30,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from core.atomic import atomic_write_json
+from core.atomic import atomic_write_json, atomic_write_text
 from core.events import EventLog, EventType
 from core.launcher import (
     CHECKPOINTS_DIRNAME,
@@ -41,14 +42,16 @@ from core.launcher import (
     RESULT_FILENAME,
 )
 from core.layout import BaseDir
+from core.runs import Run, RunStatus, data_file_record, read_run, reopen_run, run_results, start_run
 from core.status import DaemonState, StatusFile
 from core.train import UltimateTrainer, resolve_model_source
 from trainer.callbacks import build_run_callbacks
-from trainer.config import load_config
+from trainer.config import TrainConfig, load_config
 
 logger = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+RUN_POINTER = "run.txt"
 
 
 class StopFlag:
@@ -167,28 +170,53 @@ def run(args: argparse.Namespace) -> int:
     progress = ProgressCallback(
         StatusFile(layout.status_file), EventLog(layout.events_file), args.file.name, stop
     )
-    # Progress log, TensorBoard and checkpoint markers first: a checkpoint is complete before its event.
-    callbacks = build_run_callbacks(
-        config, config_path.read_text(encoding="utf-8"), label=args.file.name,
-        tensorboard_dir=args.tensorboard_dir, resume_from=resume,
-    )
-    trainer = UltimateTrainer(
-        config, args.file, base_dir=layout.root,
-        model_source=args.model_source or resolve_model_source(layout.root, config),
-        output_dir=output / CHECKPOINTS_DIRNAME, callbacks=[*callbacks, progress],
-    )
-    trainer.setup()
-    progress.status.update(attention_backend=trainer.attention.value)
-    if stop.requested:
-        return _finish(output, "interrupted", EXIT_INTERRUPTED, steps=None, resumed_from=args.resume)
-    result = trainer.train(resume_from_checkpoint=args.resume)
-    state = trainer.trainer.state
-    if stop.requested and state.global_step < state.max_steps:
-        return _finish(
-            output, "interrupted", EXIT_INTERRUPTED, steps=state.global_step, resumed_from=args.resume
+    config_text = config_path.read_text(encoding="utf-8")
+    model_source = args.model_source or resolve_model_source(layout.root, config)
+    with open_file_run(layout, output, config, config_text, args.file, model_source, resume) as run:
+        # Progress log, TensorBoard and checkpoint markers first: a checkpoint is complete before its event.
+        callbacks = build_run_callbacks(
+            config, config_text, label=args.file.name, tensorboard_dir=run.tensorboard, resume_from=resume
         )
-    trainer.save(output / MODEL_DIRNAME, result)
-    return _finish(output, "trained", EXIT_TRAINED, **asdict(result), resumed_from=args.resume)
+        trainer = UltimateTrainer(
+            config, args.file, base_dir=layout.root, model_source=model_source,
+            output_dir=output / CHECKPOINTS_DIRNAME, callbacks=[*callbacks, progress],
+        )
+        trainer.setup()
+        progress.status.update(attention_backend=trainer.attention.value)
+        if stop.requested:
+            run.finish(RunStatus.INTERRUPTED)
+            return _finish(output, "interrupted", EXIT_INTERRUPTED, steps=None, resumed_from=args.resume)
+        result = trainer.train(resume_from_checkpoint=args.resume)
+        state = trainer.trainer.state
+        if stop.requested and state.global_step < state.max_steps:
+            run.finish(RunStatus.INTERRUPTED, steps=state.global_step)
+            return _finish(
+                output, "interrupted", EXIT_INTERRUPTED, steps=state.global_step, resumed_from=args.resume
+            )
+        trainer.save(output / MODEL_DIRNAME, result)
+        run.finish(RunStatus.COMPLETED, **run_results(result, state, output / MODEL_DIRNAME))
+    return _finish(output, "trained", EXIT_TRAINED, **asdict(result), resumed_from=args.resume, run=run.id)
+
+
+def open_file_run(
+    layout: BaseDir, output: Path, config: TrainConfig, config_text: str, data_file: Path,
+    model_source: str, resume: Path | None,
+) -> Run:
+    """The file's run folder: reopened when this attempt resumes one, else a new ``runs/<time>/``.
+
+    The work folder keeps a pointer (``run.txt``) to it, so every attempt on a file lands in one run.
+    """
+    pointer = output / RUN_POINTER
+    previous = read_run(Path(pointer.read_text().strip())) if pointer.exists() else None
+    if previous is not None and resume is not None:
+        return reopen_run(previous, from_checkpoint=str(resume))
+    run = start_run(
+        layout.runs, phase="daemon", config=config, config_text=config_text,
+        data_files=[data_file_record(data_file)], base_dir=layout.root,
+        extra={"model_source": model_source, "work_dir": str(output)},
+    )
+    atomic_write_text(pointer, f"{run.path}\n")
+    return run
 
 
 def _finish(output: Path, outcome: str, code: int, **fields) -> int:
@@ -208,7 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", type=Path, help="config file to use (default: BASE_DIR/config.json)")
     parser.add_argument("--resume", help="checkpoint folder to resume from")
-    parser.add_argument("--tensorboard-dir", type=Path, help="where to write TensorBoard events (default: none)")
     return parser
 
 

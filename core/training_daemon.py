@@ -191,11 +191,11 @@ class TrainingDaemon:
         self.status.update(state=DaemonState.TRAINING, total_steps=report.estimate.steps)
         self.notifier.status(f"training {name} (attempt {state.attempts})")
         item.clear_result()
+        self._start_tensorboard()
         log_file = self.layout.logs / f"train-{name}.log"
         child = launch_training(
             self.layout.root, item.path, item.work_dir, config_file=item.write_config(config),
             model_source=state.model_source, resume=resume, log_file=log_file,
-            tensorboard_dir=self._tensorboard_dir(item, state),
         )
         code = wait_for_child(
             child, self.stop, config.daemon.stop_timeout_seconds, on_tick=self.notifier.watchdog,
@@ -228,13 +228,12 @@ class TrainingDaemon:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _tensorboard_dir(self, item: WorkItem, state: WorkState) -> Path:
-        """``runs/daemon/<stem>-<sha8>/``, the same for every attempt; starts the TensorBoard server."""
+    def _start_tensorboard(self) -> None:
+        """One TensorBoard server for ``runs/`` (each file's run writes there), started once."""
         if self._tensorboard_url is None:
             self._tensorboard_url = ensure_tensorboard(self.layout.runs)
             if self._tensorboard_url:
                 self.status.update(tensorboard_url=self._tensorboard_url)
-        return self.layout.runs / "daemon" / f"{item.path.stem}-{state.sha256[:8]}"
 
     def _relative(self, path: Path) -> str:
         return str(path.relative_to(self.layout.inbox)) if path.is_relative_to(self.layout.inbox) else str(path)

@@ -101,6 +101,10 @@ def test_sigterm_checkpoints_and_a_restart_finishes_the_file_from_there_exactly_
     assert Ledger(layout.ledger_file).entries() == {digest: Ledger(layout.ledger_file).lookup(digest)}
     assert Ledger(layout.ledger_file).lookup(digest)["snapshot"] == snapshot.id
     assert [e["type"] for e in events].count("daemon_stopped") == 2
+    runs = [json.loads(p.read_text()) for p in layout.runs.glob("20*/run.json")]
+    assert len(runs) == 1, "the resumed attempt must continue the file's run, not start another"
+    assert runs[0]["status"] == "completed" and runs[0]["steps"] == MAX_STEPS
+    assert [Path(r["from_checkpoint"]).name for r in runs[0]["resumes"]] == [f"checkpoint-{stopped_at}"]
 
 
 def test_a_second_daemon_on_the_same_base_dir_exits_naming_the_holder(layout):

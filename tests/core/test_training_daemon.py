@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -90,7 +91,12 @@ def test_every_file_ends_in_done_or_failed_and_training_follows_a_rollback(layou
     assert [e["file"] for e in _events(layout, "snapshot_promoted")] == ["a.jsonl", "b.jsonl"]
     assert [e["file"] for e in _events(layout, "validation_failed")] == ["c.jsonl"]
     assert [e["file"] for e in _events(layout, "file_duplicate")] == ["a-again.jsonl"]
-    assert list((layout.runs / "daemon" / f"a-{digest_a[:8]}").glob("events.out.tfevents.*"))
+    runs = [json.loads(p.read_text()) for p in sorted(layout.runs.glob("20*/run.json"))]
+    assert [(r["phase"], r["status"], Path(r["data_files"][0]["path"]).name) for r in runs] == [
+        ("daemon", "completed", "a.jsonl"), ("daemon", "completed", "b.jsonl"),
+    ]
+    assert runs[0]["data_files"][0]["sha256"] == digest_a and runs[0]["steps"] == 2
+    assert all(list((layout.runs / r["id"] / "tensorboard").glob("**/events.out.tfevents.*")) for r in runs)
 
     store.rollback("previous")
     write_jsonl(layout.inbox / "d.jsonl", chat_rows(4, seed=5))
