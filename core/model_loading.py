@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from core.attention import SDPA_PACKED, register_packed_sdpa
 from core.errors import UserError
 from core.model_dirs import check_model_dir, is_valid_model_dir
 from trainer.config import TrainConfig
@@ -81,17 +82,25 @@ def select_precision(setting: str) -> Choice:
     return Choice("fp32", "no fast bf16 on this device")
 
 
-def select_attention(setting: str, precision: str) -> Choice:
-    """Resolve ``hyperparams.attn_implementation`` (``auto`` prefers flash_attention_2, then SDPA)."""
+def select_attention(setting: str, precision: str, padding_free: bool = False) -> Choice:
+    """Resolve ``hyperparams.attn_implementation``.
+
+    ``auto`` prefers flash_attention_2, then SDPA: per example (``sdpa_packed``, see
+    ``core/attention.py``) for padding-free batches, plain SDPA otherwise.
+    """
     if setting != "auto":
         return Choice(setting, "set in config.json")
     if importlib.util.find_spec("flash_attn") is None:
-        return Choice("sdpa", "flash_attn not installed")
-    if not torch.cuda.is_available():
-        return Choice("sdpa", "flash_attn needs CUDA")
-    if precision not in ("bf16", "fp16"):
-        return Choice("sdpa", "flash_attn needs bf16/fp16")
-    return Choice("flash_attention_2", "flash_attn installed, CUDA, half precision")
+        reason = "flash_attn not installed"
+    elif not torch.cuda.is_available():
+        reason = "flash_attn needs CUDA"
+    elif precision not in ("bf16", "fp16"):
+        reason = "flash_attn needs bf16/fp16"
+    else:
+        return Choice("flash_attention_2", "flash_attn installed, CUDA, half precision")
+    if padding_free:
+        return Choice(SDPA_PACKED, f"{reason}; padding-free batches attend per example")
+    return Choice("sdpa", reason)
 
 
 ACTIVATION_BYTES_PER_HIDDEN = 34
@@ -208,6 +217,8 @@ def load_model(
 
     from core.builders import build_lora_config
 
+    if attention == SDPA_PACKED:
+        register_packed_sdpa()
     kind = "full"
     if Path(source).exists():
         check = check_model_dir(source)

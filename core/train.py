@@ -110,7 +110,7 @@ class UltimateTrainer:
         """Pick precision and attention, load model and data, assemble the ``Trainer``."""
         hp = self.config.hyperparams
         self.precision = select_precision(hp.fp_precision)
-        self.attention = select_attention(hp.attn_implementation, self.precision.value)
+        self.attention = select_attention(hp.attn_implementation, self.precision.value, hp.padding_free)
         logger.info("precision: %s (%s)", self.precision.value, self.precision.reason)
         logger.info("attention: %s (%s)", self.attention.value, self.attention.reason)
         self.model, self.tokenizer = load_model(

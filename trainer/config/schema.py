@@ -83,9 +83,10 @@ class Hyperparams(StrictModel):
     slower per step (see docs/performance.md). ``auto`` turns it on only when the estimated
     activations of a full step would take more than half of the free memory of the device."""
 
-    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
+    attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "sdpa_packed", "eager"] = "auto"
     """Attention kernel. ``auto`` uses flash_attention_2 when flash-attn is installed, CUDA is present
-    and the precision is bf16/fp16, otherwise PyTorch SDPA."""
+    and the precision is bf16/fp16, otherwise PyTorch SDPA: ``sdpa_packed`` (SDPA run per example,
+    instead of over the whole row with a block mask) when ``padding_free`` is on, else ``sdpa``."""
 
     padding_free: bool = True
     """Concatenate the examples of a batch into one row with per-example position ids instead of
