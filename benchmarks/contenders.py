@@ -14,6 +14,8 @@ differs is what each one does by default with the data and the numerics:
 * ``hf``: plain ``transformers.Trainer`` with dynamic padding (``DataCollatorForSeq2Seq``) and
   labels on the reply through its ``<|im_end|>`` (the same tokens ours trains on),
   ``TrainingArguments`` defaults (fp32, no gradient checkpointing).
+* ``ours_gc`` / ``ours_budget`` (optional): ours with gradient checkpointing forced on, and with
+  ``max_tokens_per_batch`` (its steps hold other examples, so its loss is not comparable per step).
 * ``trl``: TRL ``SFTTrainer`` as its docs recommend for training on chat replies only: a
   conversational prompt/completion dataset (``completion_only_loss`` on by default) and
   ``SFTConfig`` defaults (bf16, gradient checkpointing, no packing).
@@ -40,8 +42,8 @@ from benchmarks.measure import CountingCollator, StepClock, summarize
 from trainer.config import TrainConfig, parse_config
 
 
-def _shared(spec: dict[str, Any]) -> TrainConfig:
-    """Our default config with the benchmark's batch, length, steps and seed."""
+def _shared(spec: dict[str, Any], **hyperparams: Any) -> TrainConfig:
+    """Our default config with the benchmark's batch, length, steps and seed (and ``hyperparams``)."""
     return parse_config(
         {
             "hyperparams": {
@@ -49,6 +51,7 @@ def _shared(spec: dict[str, Any]) -> TrainConfig:
                 "max_length": spec["max_length"],
                 "max_steps": spec["steps"],
                 "seed": spec["seed"],
+                **hyperparams,
             },
             "checkpoint": {"log_steps": 1, "save_steps": 10**6},
         },
@@ -90,11 +93,11 @@ def _train(trainer: Any, spec: dict[str, Any], clock: StepClock) -> CountingColl
     return counter
 
 
-def run_ours(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """``UltimateTrainer`` on a temporary base dir with the default config."""
+def run_ours(spec: dict[str, Any], workdir: Path, name: str = "ours", **hyperparams: Any) -> dict[str, Any]:
+    """``UltimateTrainer`` on a temporary base dir with the default config (plus ``hyperparams``)."""
     from core.train import UltimateTrainer
 
-    config = _shared(spec)
+    config = _shared(spec, **hyperparams)
     set_seed(config.hyperparams.seed)
     clock = StepClock()
     job = UltimateTrainer(
@@ -108,7 +111,7 @@ def run_ours(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     counter = _train(job.trainer, spec, clock)
     args = job.trainer.args
     return summarize(
-        "ours", clock, counter, spec["steps"], setup_s=round(setup_s, 2),
+        name, clock, counter, spec["steps"], setup_s=round(setup_s, 2),
         tokenize_s=round(getattr(job, "dataset_seconds", float("nan")), 2),
         precision=job.precision.value, attention=job.attention.value,
         gradient_checkpointing=bool(args.gradient_checkpointing or args.activation_checkpointing),
@@ -199,7 +202,18 @@ def run_trl(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     )
 
 
-CONTENDERS = {"ours": run_ours, "hf": run_hf, "trl": run_trl}
+def run_ours_gc(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Ours with gradient checkpointing forced on (its cost in time, its saving in memory)."""
+    return run_ours(spec, workdir, "ours_gc", use_gradient_checkpointing=True)
+
+
+def run_ours_budget(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Ours with ``max_tokens_per_batch``: steps hold more, shorter examples (other batches)."""
+    return run_ours(spec, workdir, "ours_budget", max_tokens_per_batch=spec["token_budget"])
+
+
+CONTENDERS = {"ours": run_ours, "hf": run_hf, "trl": run_trl, "ours_gc": run_ours_gc,
+              "ours_budget": run_ours_budget}
 
 
 def main(argv: list[str]) -> None:

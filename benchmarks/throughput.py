@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-CONTENDERS = ("ours", "hf", "trl")
+CONTENDERS = ("ours", "hf", "trl", "ours_gc", "ours_budget")
+DEFAULT_CONTENDERS = ("ours", "hf", "trl")
 FLOPS_PER_PARAM_TOKEN = 4
 
 
@@ -84,13 +85,13 @@ def _relative(ours: float | None, peer: float | None) -> float | None:
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
     """A fixed-width table of the headline numbers, one row per contender."""
-    header = (f"{'trainer':<6} {'real tok/s':>10} {'x ours':>7} {'wall s':>7} {'pad tok/s':>9} "
+    header = (f"{'trainer':<11} {'real tok/s':>10} {'ours/x':>7} {'wall s':>7} {'pad tok/s':>9} "
               f"{'final loss':>10} {'mean loss':>9} {'peak RSS MB':>11} {'MFU':>6} {'tok s':>6}  setup")
     lines = [header, "-" * len(header)]
     for name, r in results.items():
         speed = f"{r['ours_speedup']:.2f}" if "ours_speedup" in r else "-"
         lines.append(
-            f"{name:<6} {r['real_tok_s'] or 0:>10.1f} {speed:>7} {r['wall_s']:>7.1f} {r['padded_tok_s'] or 0:>9.1f} "
+            f"{name:<11} {r['real_tok_s'] or 0:>10.1f} {speed:>7} {r['wall_s']:>7.1f} {r['padded_tok_s'] or 0:>9.1f} "
             f"{r['final_loss'] or float('nan'):>10.4f} {r['mean_loss'] or float('nan'):>9.4f} "
             f"{r['peak_rss_mb']:>11.0f} {r['mfu_bf16']:>6.1%} {r['tokenize_s']:>6.2f}  "
             f"{r['precision']}, {r['batching']}, grad ckpt {'on' if r['gradient_checkpointing'] else 'off'}"
@@ -107,7 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--token-budget", type=int, default=2048, help="max_tokens_per_batch of ours_budget")
+    parser.add_argument("--only", nargs="+", choices=CONTENDERS, default=list(DEFAULT_CONTENDERS),
+                        help="contenders to run (default: ours hf trl)")
     parser.add_argument("--out", type=Path, help="write the full results as JSON here")
     return parser.parse_args(argv)
 
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spec = {
         "data": str(args.data.resolve()), "model": str(args.model.resolve()), "steps": args.steps,
         "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed,
+        "token_budget": args.token_budget,
     }
     machine = _machine()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
