@@ -1,7 +1,8 @@
 """Atomic file writes: a reader sees the old content or the new, never half a file.
 
 Every state file (status JSON, ledger, manifests, run.json) goes through here: write a temp
-file in the same folder, flush + fsync, ``os.replace`` over the target, fsync the folder.
+file in the same folder, flush + fsync, ``os.replace`` over the target, fsync the folder. Tests can
+make a process crash (or hit a full disk) just before the replace: see ``core.faults``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from core import faults
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -33,6 +36,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        faults.before_replace(target)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
