@@ -35,6 +35,7 @@ class EventType(str, Enum):
     ROLLBACK = "rollback"
     FILE_FAILED = "file_failed"
     FILE_DUPLICATE = "file_duplicate"
+    DISK_FULL = "disk_full"
     CONFIG_REJECTED = "config_rejected"
     DAEMON_STARTED = "daemon_started"
     DAEMON_STOPPED = "daemon_stopped"

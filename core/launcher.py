@@ -23,6 +23,7 @@ RESULT_FILENAME = "result.json"
 EXIT_TRAINED = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped on request at a checkpoint; resumable
+EXIT_DISK_FULL = 74  # EX_IOERR: a write failed for lack of space; retried later, not counted
 PARENT_PID_ENV = "TRAINCTL_DAEMON_PID"  # lets the child notice that the daemon died before it started
 
 

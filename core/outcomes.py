@@ -47,6 +47,9 @@ class Outcome(str, Enum):
     """No usable config.json yet; nothing was taken."""
     INTERRUPTED = "interrupted"
     """Stopped on request; the file stays in queue/processing and resumes from its checkpoint."""
+    DISK_FULL = "disk_full"
+    """A write failed for lack of space; the file stays in queue/processing (the attempt is not
+    counted) and is retried from its last checkpoint after ``daemon.rescan_seconds``."""
 
 
 class OutcomeRecorder:

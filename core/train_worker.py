@@ -8,9 +8,10 @@ Run by the daemon through ``core.launcher.launch_training``::
 ``OUT`` is the file's work folder: ``checkpoints/`` (step checkpoints), ``model/`` (the trained
 model) and ``result.json`` (what happened, written atomically for the daemon). Each file also gets a
 run folder ``runs/<time>/`` (run.json, train.log, TensorBoard events); a resumed attempt reopens it. The exit code tells
-the daemon the outcome: 0 trained, :data:`EXIT_INTERRUPTED` stopped at a checkpoint on SIGTERM, any
-other value failed. A SIGTERM only sets a flag; :class:`ProgressCallback` turns it into "save a
-checkpoint and stop" at the next step boundary, so the run can resume exactly there.
+the daemon the outcome: 0 trained, :data:`EXIT_INTERRUPTED` stopped at a checkpoint on SIGTERM,
+:data:`EXIT_DISK_FULL` a write failed for lack of space (a half-written checkpoint is removed to give
+its space back), any other value failed. A SIGTERM only sets a flag; :class:`ProgressCallback` turns
+it into "save a checkpoint and stop" at the next step boundary, so the run can resume exactly there.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from transformers import TrainerCallback
 
 from core.atomic import atomic_write_json, atomic_write_text
 from core.events import EventLog, EventType
+from core.errors import is_disk_full
 from core.launcher import (
     CHECKPOINTS_DIRNAME,
+    EXIT_DISK_FULL,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_TRAINED,
@@ -46,6 +49,7 @@ from core.runs import Run, RunStatus, data_file_record, read_run, reopen_run, ru
 from core.status import DaemonState, StatusFile
 from core.train import UltimateTrainer, resolve_model_source
 from trainer.callbacks import build_run_callbacks
+from trainer.checkpoint_manager import remove_incomplete
 from trainer.config import TrainConfig, load_config
 
 logger = logging.getLogger(__name__)
@@ -220,7 +224,13 @@ def open_file_run(
 
 
 def _finish(output: Path, outcome: str, code: int, **fields) -> int:
-    atomic_write_json(output / RESULT_FILENAME, {"outcome": outcome, "exit_code": code, **fields})
+    try:
+        atomic_write_json(output / RESULT_FILENAME, {"outcome": outcome, "exit_code": code, **fields})
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        logger.error("%s: cannot write %s: %s", output.name, RESULT_FILENAME, exc)
+        return EXIT_DISK_FULL
     logger.info("%s: %s (exit %d)", output.name, outcome, code)
     return code
 
@@ -248,9 +258,12 @@ def main(argv: list[str] | None = None) -> int:
         return run(args)
     except Exception as exc:
         logger.exception("training %s failed", args.file.name)
+        code = EXIT_DISK_FULL if is_disk_full(exc, args.output) else EXIT_FAILED
+        if code == EXIT_DISK_FULL:
+            # A half-written checkpoint only keeps the disk full; the last complete one is kept.
+            remove_incomplete(args.output / CHECKPOINTS_DIRNAME)
         return _finish(
-            args.output, "failed", EXIT_FAILED, error=f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
+            args.output, "failed", code, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
         )
 
 

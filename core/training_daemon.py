@@ -10,8 +10,10 @@
 
 ``run_forever()`` is a thin loop around it (``--once`` drains the inbox and exits). A file left
 in ``queue/processing/`` by a stopped or crashed daemon is taken first and resumes from its latest
-checkpoint. Signal handlers only set flags: the first SIGTERM/SIGINT asks the training child to
-checkpoint and stop, the second kills it.
+checkpoint. A write that fails for lack of space is not the file's fault: the file waits in
+``queue/processing/`` (``disk_full`` event, status ``error``) and is retried every
+``daemon.rescan_seconds``. Signal handlers only set flags: the first SIGTERM/SIGINT asks the training
+child to checkpoint and stop, the second kills it.
 
 Run it with ``trainctl daemon --base-dir DIR [--once]`` or ``python -m core.training_daemon``.
 """
@@ -32,9 +34,10 @@ from typing import Any
 
 from core.config_guard import ConfigGuard
 from core.daemon_lock import DaemonLock, DaemonLockedError
+from core.errors import is_disk_full
 from core.events import EventLog, EventType
 from core.inbox import Inbox, InboxFile, InboxWatcher, StabilityTracker, check_regular_file, claim
-from core.launcher import EXIT_TRAINED, launch_training
+from core.launcher import EXIT_DISK_FULL, EXIT_TRAINED, launch_training
 from core.layout import BaseDir
 from core.ledger import Ledger, sha256_file
 from core.model_loading import load_tokenizer, resolve_model_source
@@ -156,6 +159,9 @@ class TrainingDaemon:
                 return self.record.invalid(item, report)
             return self._train(item, config, state, report)
         except Exception as exc:
+            if is_disk_full(exc, self.layout.root):
+                logger.exception("%s: disk full", name)
+                return self._disk_full(name, f"{type(exc).__name__}: {exc}")
             logger.exception("%s failed", name)
             return self.record.failed(item, digest, f"{type(exc).__name__}: {exc}", traceback.format_exc())
 
@@ -212,6 +218,10 @@ class TrainingDaemon:
             logger.info("%s: stopped at step %s; it resumes on the next start", name, result.get("steps"))
             return Outcome.INTERRUPTED
         error = result.get("error") or f"training child exited with code {code}; see {log_file}"
+        if code == EXIT_DISK_FULL:
+            state.attempts -= 1  # a full disk is not the file's fault
+            item.save_state(state)
+            return self._disk_full(name, error)
         if state.attempts < config.daemon.max_attempts:
             logger.warning("%s: attempt %d of %d failed: %s", name, state.attempts, config.daemon.max_attempts, error)
             self.status.update(last_error=f"{name}: attempt {state.attempts} failed: {error}")
@@ -225,6 +235,21 @@ class TrainingDaemon:
         snapshot = promote_run(self.snapshots, self.ledger, item, config, state, result)
         return self.record.trained(item, state.sha256, snapshot.id, attempts=state.attempts, training=result,
                                    validation=report.model_dump(mode="json"))
+
+    def _disk_full(self, name: str, error: str) -> Outcome:
+        """Keep the file for a retry once there is space again; record why, where there is room to."""
+        rescan = self.guard.config.daemon.rescan_seconds if self.guard.config else 10.0
+        message = (
+            f"{name}: disk full ({error}); free space on the file system of {self.layout.root}, the "
+            f"file is retried every {rescan:g} s from its last complete checkpoint"
+        )
+        logger.error("%s", message)
+        try:
+            self.events.emit(EventType.DISK_FULL, file=name, error=error)
+            self.status.update(state=DaemonState.ERROR, last_error=message, **PROGRESS_CLEARED)
+        except OSError as exc:
+            logger.error("cannot record the full disk in %s either: %s", self.layout.status_dir, exc)
+        return Outcome.DISK_FULL
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -250,7 +275,8 @@ class TrainingDaemon:
         """Loop over ``run_once()`` until stopped (or, with ``once``, until the inbox is empty).
 
         Returns:
-            The exit code: 0, or 2 when ``once`` found no usable config.json.
+            The exit code: 0, 2 when ``once`` found no usable config.json, 1 when ``once`` stopped
+            on a full disk.
 
         Raises:
             DaemonLockedError: another daemon runs on this base dir.
@@ -263,14 +289,21 @@ class TrainingDaemon:
             outcome = None
             try:
                 while not self.stop.requested:
-                    outcome = self.run_once()
-                    if once and outcome in (Outcome.IDLE, Outcome.CONFIG_REJECTED):
+                    try:
+                        outcome = self.run_once()
+                    except Exception as exc:  # a status or event write outside a file's handling
+                        if not is_disk_full(exc, self.layout.root):
+                            raise
+                        outcome = self._disk_full("the daemon", f"{type(exc).__name__}: {exc}")
+                    if once and outcome in (Outcome.IDLE, Outcome.CONFIG_REJECTED, Outcome.DISK_FULL):
                         break
-                    if outcome in (Outcome.IDLE, Outcome.CONFIG_REJECTED, Outcome.WAITING):
+                    if outcome in (Outcome.IDLE, Outcome.CONFIG_REJECTED, Outcome.WAITING, Outcome.DISK_FULL):
                         self._sleep(outcome)
             finally:
                 watcher.stop()
                 self._stopped()
+        if once and outcome is Outcome.DISK_FULL:
+            return 1
         return 2 if outcome is Outcome.CONFIG_REJECTED else 0
 
     def _sleep(self, outcome: Outcome) -> None:
@@ -325,8 +358,8 @@ def serve(base_dir: Path, once: bool = False, log_level: str = "INFO") -> int:
     """Run the daemon on ``base_dir`` until stopped.
 
     Returns:
-        The exit code: 0 after a clean stop, 2 when ``once`` found no usable config.json,
-        :data:`EXIT_LOCKED` when another daemon runs on ``base_dir``.
+        The exit code: 0 after a clean stop, 2 when ``once`` found no usable config.json, 1 when
+        ``once`` stopped on a full disk, :data:`EXIT_LOCKED` when another daemon runs on ``base_dir``.
     """
     daemon = TrainingDaemon(base_dir)
     setup_logging(daemon.layout, log_level)
