@@ -88,8 +88,8 @@ class WorkItem:
         return self.config_file
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest complete step checkpoint of this file's run, or None."""
-        return latest_checkpoint(self.work_dir / CHECKPOINTS_DIRNAME)
+        """The newest complete step checkpoint of this file's run with steps left to train, or None."""
+        return latest_checkpoint(self.work_dir / CHECKPOINTS_DIRNAME, unfinished=True)
 
     def read_result(self) -> dict | None:
         """The training child's ``result.json``, or None if it wrote none."""

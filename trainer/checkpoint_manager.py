@@ -212,20 +212,35 @@ def remove_incomplete(root: Path) -> list[Path]:
     return removed
 
 
-def latest_checkpoint(root: Path) -> Path | None:
+def latest_checkpoint(root: Path, *, unfinished: bool = False) -> Path | None:
     """The highest-step complete checkpoint under ``root``, or None.
 
     Incomplete or corrupt checkpoints are skipped with a warning; the one returned is also checked
     against its SHA-256 sums. Leftover temp folders are removed.
+
+    Args:
+        root: The run's checkpoint folder.
+        unfinished: Skip checkpoints that reached their run's ``max_steps``. HF ``Trainer`` resumed
+            from one of those in the middle of an epoch trains one more step before it checks the
+            step count, so a run that crashed after its last checkpoint would end past its plan (one
+            step further per crash). Resuming from the one before trains the last steps again,
+            exactly as the first time.
     """
     root = Path(root)
     clean_temp_folders(root)
     for path in reversed(_checkpoint_dirs(root)):
         problem = checkpoint_problem(path, checksums=True)
+        if problem is None and unfinished and _reached_max_steps(path):
+            problem = "it reached max_steps; resuming it would train past them"
         if problem is None:
             return path
         logger.warning("skipping checkpoint %s: %s", path, problem)
     return None
+
+
+def _reached_max_steps(checkpoint: Path) -> bool:
+    state = json.loads((checkpoint / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
