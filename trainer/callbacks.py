@@ -1,4 +1,4 @@
-"""Callbacks a training run hands to ``UltimateTrainer``: progress log, TensorBoard, checkpoints.
+"""Callbacks a training run hands to ``UltimateTrainer``: progress log, NaN guard, TensorBoard, checkpoints.
 
 ``build_run_callbacks`` returns them in the order that matters: :class:`ProgressLogger` adds its
 numbers to HF's ``logs`` dict before the TensorBoard callback writes that dict, so the log line
@@ -12,6 +12,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
@@ -83,6 +84,31 @@ class ProgressLogger(TrainerCallback):
         )
 
 
+class NonFiniteGuard(TrainerCallback):
+    """Stops a run whose gradients turn NaN or Inf, before the optimizer writes them into the weights.
+
+    HF ``Trainer`` logs a non-finite loss as the average of the previous ones
+    (``logging_nan_inf_filter``), so without this a diverged run ends "trained" with NaN weights and a
+    reported loss of 0. Raising here fails the run with the reason; its last checkpoint still holds
+    the last finite weights.
+
+    Args:
+        label: what is being trained, for the error message.
+    """
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+            raise FloatingPointError(
+                f"{self.label}: the gradients are NaN or Inf at step {state.global_step + 1} (the loss "
+                "diverged); the weights stay those of the last checkpoint. Lower "
+                "hyperparams.learning_rate, or check the model and the data"
+            )
+
+
 def build_tensorboard_callback(log_dir: Path, resume_step: int | None = None) -> TrainerCallback | None:
     """HF's TensorBoard callback writing to ``log_dir``; None when tensorboard is not installed.
 
@@ -109,7 +135,8 @@ def build_run_callbacks(
     tensorboard_dir: Path | None,
     resume_from: Path | None = None,
 ) -> list[TrainerCallback]:
-    """Progress log, TensorBoard (when ``tensorboard_dir`` is given) and checkpoint bookkeeping.
+    """Progress log, a stop on NaN/Inf gradients, TensorBoard (when ``tensorboard_dir`` is given) and
+    checkpoint bookkeeping.
 
     Args:
         config: the resolved config.
@@ -118,7 +145,7 @@ def build_run_callbacks(
         tensorboard_dir: where TensorBoard events go; None for no TensorBoard.
         resume_from: the checkpoint this run resumes from; it is never pruned.
     """
-    callbacks: list[TrainerCallback] = [ProgressLogger(label)]
+    callbacks: list[TrainerCallback] = [ProgressLogger(label), NonFiniteGuard(label)]
     if tensorboard_dir is not None:
         resume_step = checkpoint_step(resume_from) if resume_from else None
         if (tensorboard := build_tensorboard_callback(tensorboard_dir, resume_step)) is not None:
