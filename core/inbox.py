@@ -2,9 +2,9 @@
 
 The directory scan is the source of truth. ``inbox/high/`` is taken before ``inbox/``, which is
 taken before ``inbox/low/``; inside a folder the oldest file (mtime) goes first, then by name.
-Only regular ``*.jsonl`` files are candidates. Everything else (hidden files, ``*.part``/``*.tmp``
-uploads, folders, symlinks, FIFOs, devices, names with newlines) is never opened: the scan
-reports it once so the daemon can log an ``entry_ignored`` event.
+Only regular ``*.jsonl`` files with a single name are candidates. Everything else (hidden files,
+``*.part``/``*.tmp`` uploads, folders, symlinks, hard links, FIFOs, devices, names with newlines) is
+never opened: the scan reports it once so the daemon can log an ``entry_ignored`` event.
 
 A candidate is claimable once its size and mtime stayed unchanged for ``daemon.stable_seconds``
 (:class:`StabilityTracker`), then :func:`claim` moves it into ``queue/processing/`` with one
@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 SUFFIX = ".jsonl"
 UPLOAD_SUFFIXES = (".part", ".tmp")
+# A hard link can give the inbox a file from anywhere on the file system, one its writer may not be
+# allowed to read; the daemon would train on it (and file it away) with its own rights.
+HARD_LINK_REASON = "hard link (the file has other names); copy or move the file itself into the inbox"
 
 
 class ClaimError(OSError):
@@ -68,8 +71,11 @@ class ScanResult:
     ignored: list[IgnoredEntry]
 
 
-def ignore_reason(name: str, mode: int) -> str | None:
-    """Why the entry ``name`` with ``lstat`` mode ``mode`` is not a candidate (None if it is one)."""
+def ignore_reason(name: str, mode: int, links: int = 1) -> str | None:
+    """Why the entry ``name`` with ``lstat`` mode ``mode`` and ``links`` names is not a candidate.
+
+    Returns None if it is one.
+    """
     if "\n" in name or "\r" in name:
         return "name contains a line break; rename the file"
     try:
@@ -86,6 +92,8 @@ def ignore_reason(name: str, mode: int) -> str | None:
         return "folder; only files directly in inbox/, inbox/high/ and inbox/low/ are read"
     if not stat.S_ISREG(mode):
         return "not a regular file (FIFO, socket or device)"
+    if links > 1:
+        return HARD_LINK_REASON
     if not name.endswith(SUFFIX):
         return f"not a {SUFFIX} file; rename it to end in {SUFFIX} to train on it"
     return None
@@ -113,7 +121,7 @@ class Inbox:
                     info = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # removed or renamed since the folder was listed
-                reason = ignore_reason(entry.name, info.st_mode)
+                reason = ignore_reason(entry.name, info.st_mode, info.st_nlink)
                 if reason is None:
                     candidates.append(InboxFile(Path(entry.path), priority, info.st_size, info.st_mtime_ns))
                 else:
@@ -192,15 +200,18 @@ def check_regular_file(path: Path) -> None:
     """Open ``path`` without following links or blocking on FIFOs; raise unless it is a regular file.
 
     Raises:
-        ClaimError: ``path`` is a symlink, FIFO, device, socket or folder.
+        ClaimError: ``path`` is a symlink, FIFO, device, socket, folder or hard link.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise ClaimError(f"{path.name} cannot be opened as a plain file ({exc.strerror})") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise ClaimError(f"{path.name} is not a regular file; put a plain .jsonl file in the inbox")
+        if info.st_nlink > 1:
+            raise ClaimError(f"{path.name} is a {HARD_LINK_REASON}")
     finally:
         os.close(fd)
 
