@@ -44,6 +44,9 @@ class TokenizeStats:
     """Examples left out because no token carried a label (e.g. truncation cut every reply)."""
     lengths: list[int] = field(default_factory=list)
     """Token count of every example before truncation."""
+    long_rows: list[tuple[int, int, str]] = field(default_factory=list)
+    """``(line, tokens, what happened)`` of each example over max_length or left with no trained
+    token; what happened is ``truncated``, ``dropped`` or ``untrained``."""
     trained_tokens: int = 0
     total_tokens: int = 0
 
@@ -140,6 +143,7 @@ def tokenize_examples(
         logger.info("profile %s: system prompt for this file: %r", profile.name, system_prompt)
     features, stats = [], TokenizeStats()
     for index, example in enumerate(examples):
+        line = example.get("_line", index + 1)
         example = profile.transform_example(example, index)
         if "messages" in example:
             messages = example["messages"]
@@ -152,13 +156,17 @@ def tokenize_examples(
         if len(ids) > max_length:
             if on_overlength == "drop":
                 stats.dropped += 1
+                stats.long_rows.append((line, len(ids), "dropped"))
                 continue
             stats.truncated += 1
             ids, labels = ids[:max_length], labels[:max_length]
         trained = sum(label != IGNORE_INDEX for label in labels[1:])
         if trained == 0:
             stats.no_trained_tokens += 1
+            stats.long_rows.append((line, stats.lengths[-1], "untrained"))
             continue
+        if len(ids) < stats.lengths[-1]:
+            stats.long_rows.append((line, stats.lengths[-1], "truncated"))
         stats.trained_tokens += trained
         stats.total_tokens += len(ids)
         features.append({"input_ids": ids, "labels": labels})

@@ -83,6 +83,11 @@ class ValidationReport(BaseModel):
     token_lengths: LengthStats | None = Field(description="Token counts of the good rows.")
     estimate: StepEstimate | None
     bad_lines: list[BadRow] = Field(description="Every bad row with its line number and reason.")
+    long_rows: list[BadRow] = Field(
+        default_factory=list,
+        description="Good rows cut or left out for their length (or left with nothing to learn from), "
+        "with their line number and what happened.",
+    )
     policy: str = Field(description="data.on_bad_row: skip bad rows, or reject the whole file.")
     verdict: Verdict
     usable: bool = Field(description="True when the file can be trained on.")
@@ -149,6 +154,7 @@ def validate_file(path: Path, config: TrainConfig, tokenizer: Any, profile: Prof
         token_lengths=LengthStats(**stats.length_summary()) if stats.lengths else None,
         estimate=estimate_steps(stats.examples, config) if features else None,
         bad_lines=[BadRow(line=error.line, reason=error.reason) for error in parsed.errors],
+        long_rows=[_long_row(line, tokens, what, config) for line, tokens, what in stats.long_rows],
         verdict=_verdict(problems, len(parsed.errors)),
         usable=not problems,
         problems=problems,
@@ -176,6 +182,18 @@ def validate_path(path: Path, base_dir: Path) -> ValidationReport:
     config = load_config(Path(base_dir) / CONFIG_FILENAME)
     tokenizer = load_tokenizer(resolve_model_source(Path(base_dir), config), config.trust_remote_code)
     return validate_file(path, config, tokenizer, get_profile(config.profile))
+
+
+def _long_row(line: int, tokens: int, what: str, config: TrainConfig) -> BadRow:
+    limit = config.hyperparams.max_length
+    size = f"{tokens} tokens" + (f", over hyperparams.max_length ({limit})" if tokens > limit else "")
+    reason = {
+        "truncated": f"{size}: truncated to {limit} (data.on_overlength=truncate)",
+        "dropped": f"{size}: left out (data.on_overlength=drop)",
+        "untrained": f"{size}: nothing left to learn from"
+        + (f" once truncated to {limit}; raise max_length or shorten the prompt" if tokens > limit else ""),
+    }[what]
+    return BadRow(line=line, reason=reason)
 
 
 def _problems(good: int, bad: int, trained: int, config: TrainConfig) -> list[str]:
@@ -235,5 +253,9 @@ def format_report(report: ValidationReport, max_bad_lines: int = 20) -> str:
         lines.append(f"  line {row.line}: {row.reason}")
     if len(report.bad_lines) > max_bad_lines:
         lines.append(f"  ... {len(report.bad_lines) - max_bad_lines} more bad lines (see --json)")
+    for row in report.long_rows[:max_bad_lines]:
+        lines.append(f"  line {row.line}: {row.reason}")
+    if len(report.long_rows) > max_bad_lines:
+        lines.append(f"  ... {len(report.long_rows) - max_bad_lines} more long rows (see --json)")
     lines.extend(f"  problem: {problem}" for problem in report.problems)
     return "\n".join(lines)
