@@ -2,7 +2,8 @@
 
 A snapshot is promoted (or rolled back to) only when ``verify_snapshot`` passes: it is a complete
 model or adapter directory, its manifest parses with every required key, it holds no pickle files
-(loading one can run arbitrary code), and its safetensors weights read back finite.
+(loading one can run arbitrary code), every file is the one its manifest lists by SHA-256 (nothing
+changed, added or removed since it was made), and its safetensors weights read back finite.
 ``core.snapshots`` re-exports everything here; import from there.
 """
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from safetensors import SafetensorError, safe_open
 
 from core.errors import UserError
+from core.ledger import sha256_file
 from core.model_dirs import check_model_dir
 from core.status import utc_now_iso
 from trainer.config import TrainConfig, config_hash, config_to_dict
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     import torch
 
 MANIFEST_NAME = "manifest.json"
+PIN_MARKER = "PINNED"  # written by `snapshots pin` after the snapshot is made, so not listed
 MANIFEST_FORMAT = 1
 REQUIRED_MANIFEST_KEYS = ("format", "created_at", "source_file", "sha256", "steps", "config_hash")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -142,8 +145,36 @@ def verify_snapshot(path: str | Path) -> None:
     check = check_model_dir(path)
     if not check.ok:
         raise SnapshotError(f"{path.name}: not a complete model: {check.reason}")
-    read_manifest(path)
+    manifest = read_manifest(path)
     _check_weights(path, check.kind)
+    _check_files(path, manifest)
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file of a snapshot folder but the manifest and the pin marker, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).as_posix() not in (MANIFEST_NAME, PIN_MARKER)
+    }
+
+
+def _check_files(path: Path, manifest: dict) -> None:
+    listed = manifest.get("files")
+    if listed is None:
+        return  # made before manifests listed their files
+    if not isinstance(listed, dict):
+        raise SnapshotError(f"{path.name}: the files in {MANIFEST_NAME} are not a name -> SHA-256 object")
+    present = file_digests(path)
+    problems = [f"{name} is missing" for name in sorted(set(listed) - set(present))]
+    problems += [f"{name} is not listed in {MANIFEST_NAME}" for name in sorted(set(present) - set(listed))]
+    problems += [f"{name} changed since the snapshot was made" for name in sorted(set(listed) & set(present))
+                 if listed[name] != present[name]]
+    if problems:
+        raise SnapshotError(
+            f"{path.name}: {'; '.join(problems)}; it was modified after it was made, roll back to "
+            "another snapshot or train the file again"
+        )
 
 
 def _check_weights(path: Path, kind: str | None) -> None:

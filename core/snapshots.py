@@ -25,9 +25,11 @@ from core.layout import BaseDir
 from core.promotions import PromotionStack
 from core.snapshot_checks import (
     MANIFEST_NAME,
+    PIN_MARKER,
     SnapshotError,
     build_manifest,
     check_manifest,
+    file_digests,
     read_manifest,
     verify_snapshot,
 )
@@ -45,7 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PIN_MARKER = "PINNED"
 PREVIOUS = "previous"
 _ID_PATTERN = re.compile(r"^(\d{4,})-\d{8}-\d{6}-.+$")
 _INCOMING = ".incoming-"
@@ -92,7 +93,8 @@ class SnapshotStore:
         self.layout.snapshots.mkdir(parents=True, exist_ok=True)
         snapshot_id = self._next_id(source_stem)
         staging = self._stage(Path(model_dir), snapshot_id)
-        atomic_write_json(staging / MANIFEST_NAME, {**manifest, "id": snapshot_id})
+        files = file_digests(staging)
+        atomic_write_json(staging / MANIFEST_NAME, {**manifest, "id": snapshot_id, "files": files})
         _fsync_tree(staging)
         final = self.layout.snapshots / snapshot_id
         os.rename(staging, final)
