@@ -44,7 +44,7 @@ from core.model_loading import load_tokenizer, resolve_model_source
 from core.outcomes import PROGRESS_CLEARED, Outcome, OutcomeRecorder
 from core.promotion import promote_run, recover_promotion
 from core.sd_notify import SystemdNotifier
-from core.snapshots import SnapshotStore
+from core.snapshots import SnapshotError, SnapshotStore, verify_snapshot
 from core.status import DaemonState, StatusFile, utc_now_iso
 from core.supervisor import POLL_SECONDS, StopRequest, wait_for_child
 from core.tensorboard import ensure_tensorboard
@@ -172,9 +172,22 @@ class TrainingDaemon:
         return entry if entry and entry.get("outcome") == "trained" else None
 
     def _model_source(self, config: TrainConfig) -> tuple[str, str | None]:
-        """The model to train from, and the snapshot id it is (None for the base model)."""
-        source = resolve_model_source(self.layout.root, config)
+        """The model to train from, and the snapshot id it is (None for the base model).
+
+        Raises:
+            SnapshotError: ``current_model`` no longer verifies (a file changed, a pickle appeared);
+                it is neither trained on nor silently replaced by the base model.
+        """
         current = self.snapshots.current()
+        if current is not None:
+            try:
+                verify_snapshot(current.path)
+            except SnapshotError as exc:
+                raise SnapshotError(
+                    f"current_model ({current.id}) no longer verifies, so nothing is trained on it: {exc}. "
+                    "Roll back to a good snapshot (`trainctl rollback ID`), then drop the file in again"
+                ) from None
+        source = resolve_model_source(self.layout.root, config)
         parent = current.id if current and Path(source) == current.path.resolve() else None
         return source, parent
 
