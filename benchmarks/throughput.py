@@ -17,7 +17,8 @@ in the same order for the same steps. Reported per contender:
 
 With ``--repeats N`` all contenders run N times, interleaved, and the fastest round of each is
 reported (with every round's figure in the JSON): on a machine shared with other work, other
-processes only ever slow a run down.
+processes only ever slow a run down. ``--wait-idle S`` also waits (up to S seconds) before each
+contender until other processes leave the CPU idle (under 10% busy over a second).
 
 Needs TRL (``pip install -e .[bench]``); defaults finish in under 10 minutes on 2 CPU cores.
 """
@@ -32,6 +33,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +44,41 @@ MATMUL = "matmul"
 FLOPS_PER_PARAM_TOKEN = 4
 
 
-def _run(name: str, spec_file: Path) -> dict[str, Any]:
-    """Run one contender (or the matmul rate, :data:`MATMUL`) in its own process; read its JSON."""
+def cpu_busy_fraction(seconds: float = 1.0) -> float:
+    """Share of all CPU time spent busy over ``seconds`` (from ``/proc/stat``; 0 where absent)."""
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = values[3] + values[4]  # idle + iowait
+        return sum(values) - idle, sum(values)
+
+    if not Path("/proc/stat").exists():
+        return 0.0
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_until_idle(limit_s: float, busy_below: float = 0.1) -> float:
+    """Wait up to ``limit_s`` for the CPU to be idle (other processes' work); return the last share."""
+    deadline = time.monotonic() + limit_s
+    busy = cpu_busy_fraction()
+    while busy >= busy_below and time.monotonic() < deadline:
+        busy = cpu_busy_fraction()
+    return busy
+
+
+def _run(name: str, spec_file: Path, idle_wait_s: float = 0.0) -> dict[str, Any]:
+    """Run one contender (or the matmul rate, :data:`MATMUL`) in its own process; read its JSON.
+
+    With ``idle_wait_s``, first wait up to that long for other processes to leave the CPU idle.
+    """
     out = spec_file.parent / f"{name}.json"
+    busy_before = round(wait_until_idle(idle_wait_s), 3) if idle_wait_s else None
     module = ["benchmarks.matmul_rate"] if name == MATMUL else ["benchmarks.contenders", name, str(spec_file)]
     load_before = round(os.getloadavg()[0], 2)
     subprocess.run([sys.executable, "-m", *module, str(out)], cwd=REPO, check=True)
-    return {**json.loads(out.read_text()), "load_before": load_before}
+    return {**json.loads(out.read_text()), "load_before": load_before, "cpu_busy_before": busy_before}
 
 
 def best_of(rounds: list[dict[str, dict[str, Any]]], name: str, key: str) -> dict[str, Any]:
@@ -133,6 +163,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="contenders to run (default: ours hf trl)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="rounds of all contenders, interleaved; the fastest round of each is reported")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="before each contender, wait up to this long for the CPU to be idle")
     parser.add_argument("--out", type=Path, help="write the full results as JSON here")
     return parser.parse_args(argv)
 
@@ -151,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spec_file = tmp_path / "spec.json"
         spec_file.write_text(json.dumps(spec))
         rounds = [
-            {name: _run(name, spec_file) for name in [MATMUL, *args.only]}
+            {name: _run(name, spec_file, args.wait_idle) for name in [MATMUL, *args.only]}
             for _ in range(args.repeats)
         ]
     rates = best_of(rounds, MATMUL, "bf16_gflops")
