@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_DIRNAME = "checkpoints"
 MODEL_DIRNAME = "model"
 RESULT_FILENAME = "result.json"
+CHILD_LOCK_FILENAME = "child.lock"  # held by the training child for its life (core.locking.hold_lock)
 EXIT_TRAINED = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped on request at a checkpoint; resumable

@@ -1,14 +1,19 @@
 """An exclusive ``fcntl.flock`` on a lock file, for read-modify-writes shared between processes.
 
 The daemon and its training child both update the status file; the daemon and a ``trainctl
-rollback`` run beside it can both promote. Each such update holds the lock of its file.
+rollback`` run beside it can both promote. Each such update holds the lock of its file. A training
+child holds its work folder's lock for its whole life (:func:`hold_lock`), so a restarted daemon
+can wait for a child its predecessor left behind (:func:`wait_for_lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Iterator
 
@@ -28,3 +33,44 @@ def exclusive_lock(lock_path: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def hold_lock(lock_path: str | Path) -> int:
+    """Take ``lock_path`` for the rest of this process's life (waiting while another holds it).
+
+    The holder's pid is written into the file. Returns the descriptor: keep it open; the kernel
+    releases the lock when the process exits, however it exits.
+    """
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def lock_holder(lock_path: str | Path) -> int | None:
+    """The pid written by the process holding ``lock_path``, or None when nobody holds it."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None
+
+
+def wait_for_lock(lock_path: str | Path, timeout: float, on_tick: Callable[[], bool] = lambda: True) -> bool:
+    """Wait until nobody holds ``lock_path``; False after ``timeout`` s or once ``on_tick`` says stop."""
+    deadline = time.monotonic() + timeout
+    while lock_holder(lock_path) is not None:
+        if time.monotonic() > deadline or not on_tick():
+            return False
+        time.sleep(0.2)
+    return True

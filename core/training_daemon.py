@@ -21,9 +21,11 @@ Run it with ``trainctl daemon --base-dir DIR [--once]`` or ``python -m core.trai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import logging.handlers
 import os
+import signal
 import sys
 import threading
 import time
@@ -37,9 +39,10 @@ from core.daemon_lock import DaemonLock, DaemonLockedError
 from core.errors import is_disk_full
 from core.events import EventLog, EventType
 from core.inbox import Inbox, InboxFile, InboxWatcher, StabilityTracker, check_regular_file, claim
-from core.launcher import EXIT_DISK_FULL, EXIT_TRAINED, launch_training
+from core.launcher import CHILD_LOCK_FILENAME, EXIT_DISK_FULL, EXIT_TRAINED, launch_training
 from core.layout import BaseDir
 from core.ledger import Ledger, sha256_file
+from core.locking import lock_holder, wait_for_lock
 from core.model_loading import load_tokenizer, resolve_model_source
 from core.outcomes import PROGRESS_CLEARED, Outcome, OutcomeRecorder
 from core.promotion import promote_run, recover_promotion
@@ -198,7 +201,7 @@ class TrainingDaemon:
 
     def _train(self, item: WorkItem, config: TrainConfig, state: WorkState, report: ValidationReport) -> Outcome:
         name = item.path.name
-        if self.stop.requested:
+        if self.stop.requested or not self._previous_child_gone(item, config):
             return Outcome.INTERRUPTED  # asked to stop while validating: do not start a child now
         state.attempts += 1
         item.save_state(state)
@@ -241,6 +244,36 @@ class TrainingDaemon:
             return Outcome.RETRY
         trace = result.get("traceback") or _tail(log_file)
         return self.record.failed(item, state.sha256, error, trace, validation=report, attempts=state.attempts)
+
+    def _previous_child_gone(self, item: WorkItem, config: TrainConfig) -> bool:
+        """Wait for a training child that a daemon which died left on this file.
+
+        It got SIGTERM when its daemon died, so it ends its step, checkpoints and exits; a second
+        child now would train beside it. After ``daemon.stop_timeout_seconds`` it is killed.
+
+        Returns:
+            False if a stop was requested while waiting.
+        """
+        lock = item.work_dir / CHILD_LOCK_FILENAME
+        pid = lock_holder(lock)
+        if pid is None:
+            return True
+        timeout = config.daemon.stop_timeout_seconds
+        logger.warning("%s: training child %d of an earlier daemon still runs; waiting up to %g s for it "
+                       "to checkpoint and exit", item.path.name, pid, timeout)
+
+        def tick() -> bool:
+            self.notifier.watchdog()
+            return not self.stop.requested
+
+        if wait_for_lock(lock, timeout, tick) or self.stop.requested:
+            return not self.stop.requested
+        logger.warning("%s: killing training child %d, it did not exit within %g s", item.path.name, pid, timeout)
+        if pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        wait_for_lock(lock, POLL_SECONDS * 20, tick)
+        return not self.stop.requested
 
     def _promote(self, item: WorkItem, config: TrainConfig, state: WorkState, report: ValidationReport,
                  result: dict) -> Outcome:
