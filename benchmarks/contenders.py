@@ -85,7 +85,7 @@ def _chat_rows(path: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _train(trainer: Any, spec: dict[str, Any], clock: StepClock) -> CountingCollator:
+def _train(trainer: Any, clock: StepClock) -> CountingCollator:
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     trainer.add_callback(clock)
@@ -108,7 +108,7 @@ def run_ours(spec: dict[str, Any], workdir: Path, name: str = "ours", **hyperpar
     job.setup()
     setup_s = time.perf_counter() - started
     job.trainer.args.train_sampling_strategy = "sequential"
-    counter = _train(job.trainer, spec, clock)
+    counter = _train(job.trainer, clock)
     args = job.trainer.args
     return summarize(
         name, clock, counter, spec["steps"], setup_s=round(setup_s, 2),
@@ -164,7 +164,7 @@ def run_hf(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     )
     setup_s = time.perf_counter() - started
     clock = StepClock()
-    counter = _train(trainer, spec, clock)
+    counter = _train(trainer, clock)
     return summarize(
         "hf", clock, counter, spec["steps"], setup_s=round(setup_s, 2), tokenize_s=round(tokenize_s, 2),
         precision="fp32", attention=model.config._attn_implementation, gradient_checkpointing=False,
@@ -193,7 +193,7 @@ def run_trl(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     tokenize_s = time.perf_counter() - build_started
     setup_s = time.perf_counter() - started
     clock = StepClock()
-    counter = _train(trainer, spec, clock)
+    counter = _train(trainer, clock)
     return summarize(
         "trl", clock, counter, spec["steps"], setup_s=round(setup_s, 2), tokenize_s=round(tokenize_s, 2),
         precision="bf16" if sft_config.bf16 else "fp32", attention=model.config._attn_implementation,
