@@ -14,6 +14,9 @@ writes leaves the same files on disk as a crash at the second one, so crashing "
 * ``ACTION``: ``kill`` (default) SIGKILLs this process, and the daemon too when this is its training
   child, as a power cut would; ``enospc`` raises ``OSError(ENOSPC)`` at the N-th matching write and
   every later one, as a full disk would.
+
+A kill is for daemons running as their own process: the training child's kill takes its parent
+along, which for a daemon run inside a test process is the test.
 """
 
 from __future__ import annotations
