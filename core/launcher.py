@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_DIRNAME = "checkpoints"
 MODEL_DIRNAME = "model"
 RESULT_FILENAME = "result.json"
-CHILD_LOCK_FILENAME = "child.lock"  # held by the training child for its life (core.locking.hold_lock)
+CHILD_LOCK_FILENAME = "child.lock"  # held for the training child's life (core.locking.lock_for_child)
 EXIT_TRAINED = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 75  # EX_TEMPFAIL: stopped on request at a checkpoint; resumable
@@ -37,6 +37,7 @@ def launch_training(
     model_source: str | None = None,
     resume: Path | None = None,
     log_file: Path | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.Popen:
     """Start ``python -m core.train_worker`` on one file and return without waiting.
 
@@ -48,6 +49,7 @@ def launch_training(
         model_source: The model or adapter to start from; None lets the child resolve it.
         resume: A checkpoint folder to resume from, or None to start fresh.
         log_file: Where the child's stdout and stderr go (appended); None inherits the daemon's.
+        pass_fds: Descriptors the child inherits (its work folder's lock).
 
     Returns:
         The running child. It is the leader of its own process group (``pgid == pid``).
@@ -78,6 +80,7 @@ def launch_training(
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout else None,
             start_new_session=True,
+            pass_fds=pass_fds,
             env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
         )
     finally:

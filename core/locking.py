@@ -2,8 +2,8 @@
 
 The daemon and its training child both update the status file; the daemon and a ``trainctl
 rollback`` run beside it can both promote. Each such update holds the lock of its file. A training
-child holds its work folder's lock for its whole life (:func:`hold_lock`), so a restarted daemon
-can wait for a child its predecessor left behind (:func:`wait_for_lock`).
+child holds its work folder's lock from before it starts to its exit (:func:`lock_for_child`), so a
+restarted daemon can wait for a child its predecessor left behind (:func:`wait_for_lock`).
 """
 
 from __future__ import annotations
@@ -35,17 +35,23 @@ def exclusive_lock(lock_path: str | Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def hold_lock(lock_path: str | Path) -> int:
-    """Take ``lock_path`` for the rest of this process's life (waiting while another holds it).
+def lock_for_child(lock_path: str | Path) -> int:
+    """Take ``lock_path`` for a child process about to start; returns the descriptor.
 
-    The holder's pid is written into the file. Returns the descriptor: keep it open; the kernel
-    releases the lock when the process exits, however it exits.
+    Pass the descriptor to the child (``pass_fds``), then :func:`hand_over` it: the lock lasts as
+    long as the child runs, from before its first instruction (a lock the child took itself would
+    leave its start-up, seconds of imports, unguarded).
     """
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.ftruncate(fd, 0)  # no earlier child's pid: nobody may be killed by mistake until hand_over
     return fd
+
+
+def hand_over(fd: int, pid: int) -> None:
+    """Record the child ``pid`` holding the lock behind ``fd`` and close this process's copy."""
+    os.pwrite(fd, f"{pid}\n".encode(), 0)
+    os.close(fd)
 
 
 def lock_holder(lock_path: str | Path) -> int | None:

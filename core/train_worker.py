@@ -36,7 +36,6 @@ from core.events import EventLog, EventType
 from core.errors import is_disk_full
 from core.launcher import (
     CHECKPOINTS_DIRNAME,
-    CHILD_LOCK_FILENAME,
     EXIT_DISK_FULL,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -46,7 +45,6 @@ from core.launcher import (
     RESULT_FILENAME,
 )
 from core.layout import BaseDir
-from core.locking import hold_lock
 from core.runs import Run, RunStatus, data_file_record, read_run, reopen_run, run_results, start_run
 from core.status import DaemonState, StatusFile
 from core.train import UltimateTrainer, resolve_model_source
@@ -171,7 +169,6 @@ def run(args: argparse.Namespace) -> int:
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop.request)
     stop_with_parent(stop)
-    hold_lock(output / CHILD_LOCK_FILENAME)  # one child per file, even across daemon restarts
     config = load_config(config_path)
     resume = Path(args.resume) if args.resume else None
     progress = ProgressCallback(

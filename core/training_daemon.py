@@ -42,7 +42,7 @@ from core.inbox import Inbox, InboxFile, InboxWatcher, StabilityTracker, check_r
 from core.launcher import CHILD_LOCK_FILENAME, EXIT_DISK_FULL, EXIT_TRAINED, launch_training
 from core.layout import BaseDir
 from core.ledger import Ledger, sha256_file
-from core.locking import lock_holder, wait_for_lock
+from core.locking import hand_over, lock_for_child, lock_holder, wait_for_lock
 from core.model_loading import load_tokenizer, resolve_model_source
 from core.outcomes import PROGRESS_CLEARED, Outcome, OutcomeRecorder
 from core.promotion import promote_run, recover_promotion
@@ -215,10 +215,16 @@ class TrainingDaemon:
         item.clear_result()
         self._start_tensorboard()
         log_file = self.layout.logs / f"train-{name}.log"
-        child = launch_training(
-            self.layout.root, item.path, item.work_dir, config_file=item.write_config(config),
-            model_source=state.model_source, resume=resume, log_file=log_file,
-        )
+        lock = lock_for_child(item.work_dir / CHILD_LOCK_FILENAME)  # held until the child exits
+        try:
+            child = launch_training(
+                self.layout.root, item.path, item.work_dir, config_file=item.write_config(config),
+                model_source=state.model_source, resume=resume, log_file=log_file, pass_fds=(lock,),
+            )
+        except BaseException:
+            os.close(lock)
+            raise
+        hand_over(lock, child.pid)
         code = wait_for_child(
             child, self.stop, config.daemon.stop_timeout_seconds, on_tick=self.notifier.watchdog,
             on_stop=self._stopping,
