@@ -53,7 +53,7 @@ def test_a_restarted_daemon_waits_for_the_child_its_killed_predecessor_left_behi
 ):
     # A big model's step or checkpoint can outlast the restart (systemd: RestartSec=10), so the
     # orphan is frozen mid-step here: the new daemon must not start a second child on the file.
-    config = daemon_config(tiny_model_dir, hyperparams={"max_steps": 12}, checkpoint={"save_steps": 2})
+    config = daemon_config(tiny_model_dir, hyperparams={"max_steps": 24}, checkpoint={"save_steps": 2})
     layout = make_base_dir(tmp_path / "base", config)
     write_jsonl(layout.inbox / "alpha.jsonl", inbox_files()["alpha.jsonl"])
     first = start_daemon(layout, once=False, server=fork_server)
@@ -79,4 +79,4 @@ def test_a_restarted_daemon_waits_for_the_child_its_killed_predecessor_left_behi
     restart = max(i for i, e in enumerate(log) if e["type"] == "training_started")
     orphan_saved = [e["step"] for e in log[:restart] if e["type"] == "checkpoint_saved"]
     assert log[restart]["resume_from"].endswith(f"checkpoint-{orphan_saved[-1]}")  # the orphan's last one
-    assert json.loads((layout.done / "alpha.jsonl.report.json").read_text())["training"]["steps"] == 12
+    assert json.loads((layout.done / "alpha.jsonl.report.json").read_text())["training"]["steps"] == 24

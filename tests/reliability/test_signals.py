@@ -24,7 +24,7 @@ from tests.reliability.soak import inbox_files
 from trainer.checkpoint_manager import latest_checkpoint
 
 STOP_TIMEOUT = 20
-MAX_STEPS = 20
+MAX_STEPS = 40
 START_TIMEOUT = 300
 
 
@@ -44,11 +44,16 @@ def test_sigterm_checkpoints_and_exits_in_time_a_second_stops_at_once_and_both_r
     write_jsonl(layout.inbox / "alpha.jsonl", inbox_files()["alpha.jsonl"])
     checkpoints = layout.processing / "alpha.jsonl.work" / "checkpoints"
 
-    # One SIGTERM: the child saves a checkpoint at the end of the step it is in, both exit 0.
+    # One SIGTERM while the child is in the middle of a step (held there, so that the tiny model
+    # cannot finish first): it saves a checkpoint at the end of that step, both exit 0.
     daemon = start_daemon(layout, once=False, server=fork_server)
     wait_until(lambda: _at_step(layout, 3), START_TIMEOUT, "step 3")
+    [child] = children(daemon.pid)
+    os.kill(child, signal.SIGSTOP)
     sent = time.monotonic()
     daemon.send_signal(signal.SIGTERM)
+    wait_until(lambda: StatusFile(layout.status_file).read().state is DaemonState.STOPPING, 30, "stopping")
+    os.kill(child, signal.SIGCONT)
     assert daemon.wait(timeout=STOP_TIMEOUT + 30) == 0
     assert time.monotonic() - sent < STOP_TIMEOUT
     stopped_at = events(layout, "checkpoint_saved")[-1]["step"]
