@@ -8,12 +8,14 @@ writes leaves the same files on disk as a crash at the second one, so crashing "
     TRAINCTL_FAULT=PATTERN:N[:ACTION]
 
 * ``PATTERN``: ``fnmatch`` pattern on the target's file name (``trainctl_checkpoint.json``,
-  ``manifest.json``, ``*``); writes whose name does not match are not counted.
+  ``manifest.json``, ``*``), or with a ``/`` on its last path parts
+  (``checkpoint-3/trainctl_checkpoint.json``); writes that do not match are not counted.
 * ``N``: act at the N-th matching write of this process (1-based). The daemon and its training
   child inherit the same setting and count their own writes.
 * ``ACTION``: ``kill`` (default) SIGKILLs this process, and the daemon too when this is its training
   child, as a power cut would; ``enospc`` raises ``OSError(ENOSPC)`` at the N-th matching write and
-  every later one, as a full disk would.
+  every later one, as a full disk would; ``stop`` sends this process SIGSTOP, so a test can act
+  while it is frozen at a known point and then SIGCONT it.
 
 A kill is for daemons running as their own process: the training child's kill takes its parent
 along, which for a daemon run inside a test process is the test.
@@ -45,14 +47,19 @@ def before_replace(target: Path) -> None:
         return
     pattern, _, rest = spec.partition(":")
     count, _, action = rest.partition(":")
-    if not fnmatch.fnmatchcase(target.name, pattern):
+    parts = pattern.count("/") + 1
+    if not fnmatch.fnmatchcase("/".join(target.parts[-parts:]), pattern):
         return
     _matched[spec] = seen = _matched.get(spec, 0) + 1
-    if seen < int(count or 1):
-        return
-    if action == "enospc":
+    at = int(count or 1)
+    if seen >= at and action == "enospc":
         raise OSError(errno.ENOSPC, f"No space left on device ({FAULT_ENV}={spec})", str(target))
-    if seen == int(count or 1):
+    if seen != at:
+        return
+    if action == "stop":
+        logger.warning("%s=%s: stopping pid %d before writing %s", FAULT_ENV, spec, os.getpid(), target)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    else:
         _crash(spec, target)
 
 

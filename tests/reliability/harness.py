@@ -136,6 +136,18 @@ def training_child_of(pid: int, layout: BaseDir) -> bool:
     return b"core.train_worker" in command and str(layout.root).encode() in command and alive(pid)
 
 
+def stopped_child(pid: int) -> int | None:
+    """The child of daemon ``pid`` that froze itself at a ``stop`` fault (see ``core.faults``), if any."""
+    for child in children(pid):
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "T":
+            return child
+    return None
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie."""
     try:

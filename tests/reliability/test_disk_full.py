@@ -21,13 +21,13 @@ from core.status import DaemonState, StatusFile
 from core.training_daemon import Outcome, TrainingDaemon
 from tests.conftest import write_jsonl
 from tests.reliability.harness import (
-    children,
     daemon_config,
     events,
     load_weights,
     make_base_dir,
     max_difference,
     start_daemon,
+    stopped_child,
     update_config,
     wait_until,
 )
@@ -145,17 +145,20 @@ def test_a_really_full_disk_pauses_the_file_until_space_returns(tiny_model_dir, 
     if not _mount_tmpfs(root, "32m"):
         pytest.skip("needs root to mount a small tmpfs")
     try:
-        # A retry every 3 s: space is back before the second attempt.
-        config = daemon_config(tiny_model_dir, daemon={"max_attempts": 1, "rescan_seconds": 3.0})
+        # A retry every 3 s: space is back before the second attempt. Every checkpoint is kept, so
+        # pruning an old one cannot give back the space the next one needs.
+        config = daemon_config(
+            tiny_model_dir, checkpoint={"keep_last": 100}, daemon={"max_attempts": 1, "rescan_seconds": 3.0}
+        )
         layout = make_base_dir(root / "base", config)
         _drop(layout, "alpha.jsonl")
         checkpoints = layout.processing / "alpha.jsonl.work" / "checkpoints"
-        daemon = start_daemon(layout, once=False, log=tmp_path / "daemon.log", server=fork_server)
+        # The child freezes itself as it completes checkpoint-3; the disk is filled but for too little
+        # space for another checkpoint, then it goes on.
+        fault = f"checkpoint-3/{MARKER_NAME}:1:stop"
+        daemon = start_daemon(layout, once=False, fault=fault, log=tmp_path / "daemon.log", server=fork_server)
         try:
-            # Freeze the child once checkpoint-2 is complete, leave too little space for another one.
-            wait_until(lambda: (checkpoints / "checkpoint-2" / MARKER_NAME).exists(), 300, "checkpoint-2")
-            [child] = children(daemon.pid)
-            os.kill(child, signal.SIGSTOP)
+            child = wait_until(lambda: stopped_child(daemon.pid), 300, "the child to stop at checkpoint-3")
             _fill(root / "ballast", leave=48 * 1024)
             os.kill(child, signal.SIGCONT)
 
