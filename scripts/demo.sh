@@ -9,9 +9,12 @@ bash scripts/setup.sh
 trainctl=.venv/bin/trainctl
 
 "$trainctl" init demo
-# base_model "models/..." resolves against demo/; share the model prepared in the repo root.
-[[ -e demo/models ]] || ln -s ../models demo/models
+# base_model "models/SmolLM2-135M-Instruct" resolves against demo/: link the model prepared in the
+# repo root instead of converting it again.
+model=models/SmolLM2-135M-Instruct
+[[ -e demo/$model ]] || ln -s "../../$model" "demo/$model"
 cp samples/*.jsonl demo/inbox/
+failed_before=$(find demo/queue/failed -name '*.jsonl' | wc -l)
 
 "$trainctl" daemon --base-dir demo --once
 
@@ -23,3 +26,9 @@ echo
 "$trainctl" snapshots list --base-dir demo
 echo
 "$trainctl" status --base-dir demo
+
+failed=$(( $(find demo/queue/failed -name '*.jsonl' | wc -l) - failed_before ))
+if (( failed > 0 )); then
+    echo "demo: $failed sample file(s) failed; see demo/queue/failed/*.report.json and demo/logs/" >&2
+    exit 1
+fi
