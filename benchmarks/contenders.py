@@ -14,8 +14,9 @@ differs is what each one does by default with the data and the numerics:
 * ``hf``: plain ``transformers.Trainer`` with dynamic padding (``DataCollatorForSeq2Seq``) and
   labels on the reply through its ``<|im_end|>`` (the same tokens ours trains on),
   ``TrainingArguments`` defaults (fp32, no gradient checkpointing).
-* ``ours_gc`` / ``ours_budget`` (optional): ours with gradient checkpointing forced on, and with
-  ``max_tokens_per_batch`` (its steps hold other examples, so its loss is not comparable per step).
+* ``ours_gc`` / ``ours_budget`` / ``ours_all_logits`` (optional): ours with gradient checkpointing
+  forced on, with ``max_tokens_per_batch`` (its steps hold other examples, so its loss is not
+  comparable per step), and with logits at every position instead of the labelled ones only.
 * ``trl``: TRL ``SFTTrainer`` as its docs recommend for training on chat replies only: a
   conversational prompt/completion dataset (``completion_only_loss`` on by default) and
   ``SFTConfig`` defaults (bf16, gradient checkpointing, no packing).
@@ -93,7 +94,9 @@ def _train(trainer: Any, clock: StepClock) -> CountingCollator:
     return counter
 
 
-def run_ours(spec: dict[str, Any], workdir: Path, name: str = "ours", **hyperparams: Any) -> dict[str, Any]:
+def run_ours(
+    spec: dict[str, Any], workdir: Path, name: str = "ours", all_logits: bool = False, **hyperparams: Any
+) -> dict[str, Any]:
     """``UltimateTrainer`` on a temporary base dir with the default config (plus ``hyperparams``)."""
     from core.train import UltimateTrainer
 
@@ -108,6 +111,7 @@ def run_ours(spec: dict[str, Any], workdir: Path, name: str = "ours", **hyperpar
     job.setup()
     setup_s = time.perf_counter() - started
     job.trainer.args.train_sampling_strategy = "sequential"
+    job.trainer.labelled_logits_only = not all_logits
     counter = _train(job.trainer, clock)
     args = job.trainer.args
     return summarize(
@@ -212,8 +216,13 @@ def run_ours_budget(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return run_ours(spec, workdir, "ours_budget", max_tokens_per_batch=spec["token_budget"])
 
 
+def run_ours_all_logits(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """Ours with logits at every position, as the stock loss computes them (what label-only logits save)."""
+    return run_ours(spec, workdir, "ours_all_logits", all_logits=True)
+
+
 CONTENDERS = {"ours": run_ours, "hf": run_hf, "trl": run_trl, "ours_gc": run_ours_gc,
-              "ours_budget": run_ours_budget}
+              "ours_budget": run_ours_budget, "ours_all_logits": run_ours_all_logits}
 
 
 def main(argv: list[str]) -> None:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-CONTENDERS = ("ours", "hf", "trl", "ours_gc", "ours_budget")
+CONTENDERS = ("ours", "hf", "trl", "ours_gc", "ours_budget", "ours_all_logits")
 DEFAULT_CONTENDERS = ("ours", "hf", "trl")
 MATMUL = "matmul"
 FLOPS_PER_PARAM_TOKEN = 4

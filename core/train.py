@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 from core.builders import build_collator, build_training_arguments
 from core.dataset import CACHE_DIRNAME, build_train_data
 from core.errors import UserError
+from core.label_logits import LabelledLogitsMixin
 from core.model_loading import (
     load_model, resolve_model_source, select_attention, select_gradient_checkpointing, select_precision,
 )
@@ -34,6 +35,10 @@ from trainer.evaluation import (
 logger = logging.getLogger(__name__)
 
 TRAINING_INFO_FILENAME = "trainctl_training.json"
+
+
+class FineTuneTrainer(LabelledLogitsMixin, OomTolerantTrainer):
+    """HF ``Trainer`` with logits only at labelled positions and OOM-tolerant evaluation."""
 
 __all__ = ["TRAINING_INFO_FILENAME", "TrainResult", "UltimateTrainer", "resolve_model_source", "train_file"]
 
@@ -128,7 +133,7 @@ class UltimateTrainer:
         logger.info("gradient checkpointing: %s (%s)", self.checkpointing.value, self.checkpointing.reason)
         if self.checkpointing.value == "on" and self.config.method == "lora":
             self.model.enable_input_require_grads()
-        self.trainer = OomTolerantTrainer(
+        self.trainer = FineTuneTrainer(
             model=self.model,
             args=build_training_arguments(
                 self.config, self.output_dir, self.precision.value, self.checkpointing.value == "on",
