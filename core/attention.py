@@ -16,6 +16,7 @@ with the mask transformers builds for SDPA. It is registered under its name with
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -40,6 +41,26 @@ def example_bounds(position_ids: torch.Tensor | None) -> list[int] | None:
     return starts + [row.shape[0]] if len(starts) > 1 else None
 
 
+_last_bounds: tuple[weakref.ref, int, list[int] | None] | None = None
+
+
+def bounds_once_per_forward(position_ids: torch.Tensor | None) -> list[int] | None:
+    """:func:`example_bounds`, computed once for all layers of a forward.
+
+    Every layer gets the same ``position_ids`` tensor, and reading the bounds back to the host is a
+    device sync on a GPU, so the last result is kept while that very tensor (same object, not
+    modified in place) comes back.
+    """
+    global _last_bounds
+    if position_ids is None:
+        return None
+    if _last_bounds is not None and _last_bounds[0]() is position_ids and _last_bounds[1] == position_ids._version:
+        return _last_bounds[2]
+    bounds = example_bounds(position_ids)
+    _last_bounds = (weakref.ref(position_ids), position_ids._version, bounds)
+    return bounds
+
+
 def packed_sdpa_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -56,7 +77,7 @@ def packed_sdpa_forward(
     Shapes as transformers' attention functions: ``query`` is (batch, heads, tokens, head_dim),
     the output (batch, tokens, heads, head_dim).
     """
-    bounds = example_bounds(kwargs.get("position_ids"))
+    bounds = bounds_once_per_forward(kwargs.get("position_ids"))
     if bounds is None or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal,

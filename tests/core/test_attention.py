@@ -8,6 +8,8 @@ from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
 from core.attention import SDPA_PACKED, example_bounds, register_packed_sdpa
 
+_bounds = example_bounds
+
 
 def test_example_bounds_follow_restarting_position_ids():
     assert example_bounds(torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]])) == [0, 3, 5, 9]
@@ -40,6 +42,25 @@ def test_packed_sdpa_matches_sdpa_on_flattened_batches(tiny_model_dir, lengths):
     assert grads.keys() == reference_grads.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_bounds_are_read_once_per_forward_not_once_per_layer(tiny_model_dir, monkeypatch):
+    import core.attention
+
+    register_packed_sdpa()
+    reads = []
+    monkeypatch.setattr(core.attention, "example_bounds", lambda ids: reads.append(ids) or _bounds(ids))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=SDPA_PACKED)
+    batch = DataCollatorWithFlattening(return_position_ids=True)([{"input_ids": [5, 6, 7]}, {"input_ids": [8, 9]}])
+
+    model(**batch, use_cache=False)
+    assert model.config.num_hidden_layers == 2 and len(reads) == 1
+    model(**{k: v.clone() for k, v in batch.items()}, use_cache=False)  # the next step's batch
+    assert len(reads) == 2
+    changed = batch["position_ids"].clone()
+    assert core.attention.bounds_once_per_forward(changed) == [0, 3, 5]
+    changed[0, 3:] = torch.tensor([3, 4])  # in place: one example now
+    assert core.attention.bounds_once_per_forward(changed) is None
 
 
 def test_padded_batches_fall_back_to_sdpa_with_the_padding_mask(tiny_model_dir):
