@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -130,3 +131,16 @@ def test_watcher_wakes_the_loop_on_a_new_file(layout):
         assert wake.wait(timeout=5)
     finally:
         watcher.stop()
+
+
+def test_stopping_the_watcher_hides_only_watchdogs_benign_stop_race_error(layout, caplog):
+    watcher = InboxWatcher(layout.inbox, threading.Event())
+    watcher.start()
+    watcher.stop()
+    inotify_log = logging.getLogger("watchdog.observers.inotify")
+
+    with caplog.at_level(logging.ERROR):
+        inotify_log.error("InotifyEmitter.queue_events() called when the thread is inactive")
+        inotify_log.error("something else went wrong")
+
+    assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
