@@ -1,0 +1,78 @@
+"""Forward + backward of ``UltimateTrainer``'s own batches, timed or profiled, in one process.
+
+    python benchmarks/step_profile.py --data benchmarks/data/chat_mixed.jsonl \\
+        --model models/SmolLM2-135M-Instruct [--config '{"lora": {"dropout": 0}}'] [--profile]
+
+For A/B questions the throughput benchmark is too coarse for (its contenders are separate
+processes a minute apart, so load changes between them): the trainer is assembled as in training
+(``setup()``), the first batches of its data loader are prepared once, and ``compute_loss`` +
+``backward`` run over them in repeats, printing real tokens/s per repeat. No optimizer step, so
+the weights and every repeat stay the same. ``--profile`` prints the torch profiler's table of
+self CPU time instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from core.train import UltimateTrainer
+from trainer.config import TrainConfig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="chat JSONL")
+    parser.add_argument("--model", type=Path, required=True, help="model directory")
+    parser.add_argument("--config", default="{}", help="config.json overrides, as JSON")
+    parser.add_argument("--batches", type=int, default=8, help="batches per repeat (the first 2 warm up)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="print the profiler table instead")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    overrides = json.loads(args.config)
+    hyperparams = {"max_length": 512, "batch_size": 4, **overrides.pop("hyperparams", {})}
+    config = TrainConfig.model_validate({"base_model": str(args.model), "hyperparams": hyperparams, **overrides})
+    with tempfile.TemporaryDirectory(prefix="step-profile-") as workdir:
+        job = UltimateTrainer(config, args.data, base_dir=Path(workdir), model_source=str(args.model),
+                              output_dir=Path(workdir) / "checkpoints")
+        job.setup()
+        trainer, model = job.trainer, job.trainer.model
+        loader = iter(trainer.get_train_dataloader())
+        batches = [trainer._prepare_inputs(next(loader)) for _ in range(args.batches)]
+        model.train()
+
+        def step(batch: dict) -> None:
+            with trainer.accelerator.autocast():
+                labelled = (batch["labels"][:, 1:] != -100).sum()
+                loss = trainer.compute_loss(model, batch, num_items_in_batch=labelled)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        for batch in batches[:2]:
+            step(batch)
+        timed = batches[2:]
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for batch in timed:
+                    step(batch)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+            return
+        tokens = sum(int(b["input_ids"].numel()) for b in timed)
+        for repeat in range(args.repeats):
+            started = time.perf_counter()
+            for batch in timed:
+                step(batch)
+            print(f"repeat {repeat + 1}: {tokens / (time.perf_counter() - started):.1f} real tok/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
