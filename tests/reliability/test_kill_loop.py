@@ -12,7 +12,6 @@ import json
 import os
 import signal
 
-from core.status import StatusFile, TrainingStatus
 from tests.conftest import write_jsonl
 from tests.reliability.harness import (
     StatusReader,
@@ -21,9 +20,11 @@ from tests.reliability.harness import (
     events,
     make_base_dir,
     start_daemon,
+    stopped_child,
     wait_until,
 )
 from tests.reliability.soak import MAX_WEIGHT_DIFFERENCE, KillLoop, ci_plan, inbox_files
+from trainer.checkpoint_manager import MARKER_NAME
 
 SEED = 20240611
 
@@ -52,14 +53,13 @@ def test_a_restarted_daemon_waits_for_the_child_its_killed_predecessor_left_behi
     tiny_model_dir, fork_server, tmp_path
 ):
     # A big model's step or checkpoint can outlast the restart (systemd: RestartSec=10), so the
-    # orphan is frozen mid-step here: the new daemon must not start a second child on the file.
+    # orphan is frozen here, as it completes its second checkpoint: the new daemon must not start a
+    # second child on the file.
     config = daemon_config(tiny_model_dir, hyperparams={"max_steps": 24}, checkpoint={"save_steps": 2})
     layout = make_base_dir(tmp_path / "base", config)
     write_jsonl(layout.inbox / "alpha.jsonl", inbox_files()["alpha.jsonl"])
-    first = start_daemon(layout, once=False, server=fork_server)
-    wait_until(lambda: (StatusFile(layout.status_file).read() or TrainingStatus()).current_step, 300, "step 1")
-    [orphan] = children(first.pid)
-    os.kill(orphan, signal.SIGSTOP)
+    first = start_daemon(layout, once=False, fault=f"checkpoint-4/{MARKER_NAME}:1:stop", server=fork_server)
+    orphan = wait_until(lambda: stopped_child(first.pid), 300, "the child to stop at checkpoint-4")
     os.kill(first.pid, signal.SIGKILL)  # the orphan gets SIGTERM (PR_SET_PDEATHSIG), handled once it runs
     first.wait(timeout=30)
 
