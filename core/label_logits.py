@@ -50,11 +50,11 @@ def keep_labelled_positions(inputs: dict[str, Any]) -> dict[str, Any] | None:
 class LabelledLogitsMixin:
     """``Trainer.compute_loss`` with logits computed only at labelled positions (see module doc).
 
-    Used for training, and for evaluation unless ``compute_metrics`` needs every logit (evaluation
-    keeps only the loss without it). Label smoothing, a custom
-    ``compute_loss_func``, Liger's fused loss (which never materialises logits anyway) and models
-    without ``logits_to_keep`` take the stock path, as does everything when ``labelled_logits_only``
-    is set False (the benchmark's ``ours_all_logits`` does, to measure what this saves).
+    Used for training, and for evaluation unless ``compute_metrics`` needs every logit (without
+    it, evaluation keeps only the loss). Label smoothing, a custom ``compute_loss_func``, Liger's
+    fused loss (which never materialises the logits anyway) and models without ``logits_to_keep``
+    take the stock path, as does everything when ``labelled_logits_only`` is set False (the
+    benchmark's ``ours_all_logits`` does, to measure what this saves).
     """
 
     labelled_logits_only = True
