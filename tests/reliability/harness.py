@@ -136,25 +136,22 @@ def training_child_of(pid: int, layout: BaseDir) -> bool:
     return b"core.train_worker" in command and str(layout.root).encode() in command and alive(pid)
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter /proc gives for ``pid`` (``R``, ``S``, ``T`` stopped, ``Z`` zombie...), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def stopped_child(pid: int) -> int | None:
     """The child of daemon ``pid`` that froze itself at a ``stop`` fault (see ``core.faults``), if any."""
-    for child in children(pid):
-        try:
-            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "T":
-            return child
-    return None
+    return next((child for child in children(pid) if process_state(child) == "T"), None)
 
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    return process_state(pid) not in (None, "Z")
 
 
 def kill_everything(daemon: subprocess.Popen | ForkedDaemon, extra: list[int] = ()) -> None:
