@@ -14,6 +14,7 @@ import pytest
 
 from core import faults
 from core.faults import FAULT_ENV
+from tests.reliability.harness import process_state
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +63,7 @@ def test_stop_freezes_the_process_at_the_nth_write_and_it_goes_on_after_sigcont(
     process = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
         deadline = time.monotonic() + 60
-        while _state(process.pid) != "T":
+        while process_state(process.pid) != "T":
             assert time.monotonic() < deadline, "the process never stopped"
             assert process.poll() is None, "the process ended without stopping"
             time.sleep(0.05)
@@ -74,6 +75,3 @@ def test_stop_freezes_the_process_at_the_nth_write_and_it_goes_on_after_sigcont(
             process.kill()
     assert (tmp_path / "state.json").read_text() == "2"
 
-
-def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
