@@ -127,7 +127,7 @@ def run_ours(
 
 
 def _lora(config: TrainConfig) -> Any:
-    from core.builders import build_lora_config
+    from trainer.builders import build_lora_config
 
     return build_lora_config(config)
 
@@ -137,7 +137,11 @@ def run_hf(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     from datasets import Dataset
     from peft import get_peft_model
     from transformers import (
-        AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
     )
 
     config = _shared(spec)

@@ -28,12 +28,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from core.layout import init_base_dir
-from core.model_loading import load_model
-from core.snapshot_checks import read_manifest
-from core.snapshots import SnapshotStore
-from core.training_daemon import TrainingDaemon
+from core.daemon.loop import TrainingDaemon
+from core.snapshots.manifest import read_manifest
+from core.snapshots.store import SnapshotStore
+from core.state.layout import init_base_dir
 from trainer.config import load_config
+from trainer.model.loading import load_model
 
 
 def _epoch(iso: str) -> float:

@@ -17,20 +17,22 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from core.builders import build_collator, build_training_arguments
-from core.dataset import CACHE_DIRNAME, build_train_data
-from core.errors import UserError
-from core.label_logits import LabelledLogitsMixin
-from core.model_loading import (
-    load_model, resolve_model_source, select_attention, select_gradient_checkpointing, select_precision,
-)
-from core.token_budget import group_by_token_budget
+from core.base.errors import UserError
 from profiles import get_profile
+from trainer.builders import build_collator, build_training_arguments
 from trainer.config import TrainConfig, config_to_dict
-from trainer.devices import device_arguments
+from trainer.data.dataset import CACHE_DIRNAME, build_train_data
+from trainer.data.token_budget import group_by_token_budget
 from trainer.evaluation import (
-    OomTolerantTrainer, build_early_stopping, build_eval_split, monitoring_arguments,
+    OomTolerantTrainer,
+    build_early_stopping,
+    build_eval_split,
+    monitoring_arguments,
 )
+from trainer.model.devices import device_arguments
+from trainer.model.hardware import select_attention, select_gradient_checkpointing, select_precision
+from trainer.model.label_logits import LabelledLogitsMixin
+from trainer.model.loading import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ TRAINING_INFO_FILENAME = "trainctl_training.json"
 class FineTuneTrainer(LabelledLogitsMixin, OomTolerantTrainer):
     """HF ``Trainer`` with logits only at labelled positions and OOM-tolerant evaluation."""
 
-__all__ = ["TRAINING_INFO_FILENAME", "TrainResult", "UltimateTrainer", "resolve_model_source", "train_file"]
+__all__ = ["TRAINING_INFO_FILENAME", "TrainResult", "UltimateTrainer"]
 
 
 @dataclass
@@ -84,10 +86,10 @@ class UltimateTrainer:
         train_file: the JSONL file to train on.
         base_dir: the base directory (for resolving relative paths).
         model_source: model dir, adapter dir or hub id to continue from
-            (see ``core.model_loading.resolve_model_source``).
+            (see ``trainer.model.loading.resolve_model_source``).
         output_dir: where ``Trainer`` writes its step checkpoints.
         callbacks: extra ``TrainerCallback`` objects (status reporting, checkpoint bookkeeping).
-        device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (see ``trainer.devices``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (see ``trainer.model.devices``).
     """
 
     def __init__(
@@ -199,45 +201,3 @@ class UltimateTrainer:
         (model_dir / TRAINING_INFO_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
         logger.info("saved %s model to %s", self.config.method, model_dir)
         return model_dir
-
-
-def train_file(
-    config: TrainConfig,
-    data_file: Path,
-    base_dir: Path,
-    *,
-    output: Path | None = None,
-    config_text: str | None = None,
-) -> tuple[TrainResult, Path]:
-    """``trainctl train``: train the current model (or ``base_model``) on one file in a new run.
-
-    The run gets ``runs/<time>/`` (run.json, train.log, TensorBoard events, checkpoints).
-
-    Returns:
-        The result and the saved model dir (default ``runs/<time>/model``).
-    """
-    from core.runs import RunStatus, data_file_record, run_results, start_run
-    from core.tensorboard import ensure_tensorboard
-    from trainer.callbacks import build_run_callbacks
-
-    config_text = config_text or json.dumps(config_to_dict(config))
-    model_source = resolve_model_source(base_dir, config)
-    run = start_run(
-        base_dir / "runs", phase="train", config=config, config_text=config_text,
-        data_files=[data_file_record(data_file)], base_dir=base_dir, extra={"model_source": model_source},
-    )
-    with run:
-        model_dir = Path(output) if output else run.model_dir
-        callbacks = build_run_callbacks(
-            config, config_text, label=f"{data_file.name} {run.id}", tensorboard_dir=run.tensorboard
-        )
-        job = UltimateTrainer(
-            config, data_file, base_dir=base_dir, model_source=model_source,
-            output_dir=run.checkpoints, callbacks=callbacks,
-        )
-        job.setup()
-        run.update(tensorboard_url=ensure_tensorboard(base_dir / "runs"))
-        result = job.train()
-        job.save(model_dir, result)
-        run.finish(RunStatus.COMPLETED, **run_results(result, job.trainer.state, model_dir))
-    return result, model_dir

@@ -1,6 +1,6 @@
 """The ``Profile`` protocol: how a profile shapes training data and generation.
 
-An *example* is a plain dict in one of two normalized shapes (see ``core/data.py``):
+An *example* is a plain dict in one of two normalized shapes (see ``trainer/data/formats.py``):
 
 * chat: ``{"messages": [{"role": "system"|"user"|"assistant", "content": str, "weight": 0|1}, ...]}``
   (``weight`` is optional; assistant turns train by default, other roles never do);

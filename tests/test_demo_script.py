@@ -13,9 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.model_dirs import is_valid_model_dir
 from tests.conftest import write_jsonl
 from tests.tiny_models import build_tiny_model_dir
+from trainer.model.model_dirs import is_valid_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = ["chat.jsonl", "text.jsonl"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core.data import read_examples
 from trainer.config import config_to_dict, json_schema, load_config
 from trainer.config.schema import TrainConfig
+from trainer.data.formats import read_examples
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_FORMATS = ["chat", "alpaca", "sharegpt", "prompt_completion", "text"]

@@ -7,6 +7,7 @@ and TensorBoard show the same values.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections import deque
@@ -16,11 +17,16 @@ import torch
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback
 
-from core.tensorboard import tensorboard_installed
-from trainer.checkpoint_manager import CheckpointCallback, checkpoint_step
+from trainer.checkpoints.callback import CheckpointCallback
+from trainer.checkpoints.markers import checkpoint_step
 from trainer.config import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+
+def tensorboard_installed() -> bool:
+    """Whether the ``tensorboard`` package can be run."""
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def format_eta(seconds: float | None) -> str:

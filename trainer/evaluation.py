@@ -19,11 +19,11 @@ from accelerate.utils.memory import should_reduce_batch_size
 from datasets import Dataset
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 
-from core.data import read_examples
-from core.errors import UserError
-from core.tokenization import tokenize_examples
+from core.base.errors import UserError
 from profiles import Profile
 from trainer.config import TrainConfig
+from trainer.data.formats import read_examples
+from trainer.data.tokenization import tokenize_examples
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.model_dirs import check_model_dir
-from core.train import TRAINING_INFO_FILENAME, UltimateTrainer, train_file
+from core.runs.job import train_file
+from core.train import TRAINING_INFO_FILENAME, UltimateTrainer
 from tests.conftest import chat_rows, write_jsonl
 from trainer.config import parse_config
+from trainer.model.model_dirs import check_model_dir
 
 
 def _config(tiny_config: dict, **hyperparams) -> object:

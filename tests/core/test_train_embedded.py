@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.model_dirs import check_model_dir
-from core.prepare_model import prepare_model
 from core.train import UltimateTrainer
 from tests.conftest import write_jsonl
 from trainer.config import parse_config
+from trainer.model.embedded import prepare_model
+from trainer.model.model_dirs import check_model_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.layout import BaseDir
-from core.training_daemon import Outcome, TrainingDaemon
-from tests.reliability.fork_server import ForkServer
+from core.daemon.loop import Outcome, TrainingDaemon
+from core.state.layout import BaseDir
 from tests.conftest import write_jsonl
+from tests.reliability.fork_server import ForkServer
 from tests.reliability.harness import daemon_config, make_base_dir
 from tests.reliability.soak import Reference, inbox_files, run_reference
 

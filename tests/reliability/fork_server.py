@@ -2,9 +2,9 @@
 
 The kill loop restarts the daemon about 20 times in CI and hundreds of times in a soak; importing
 torch and transformers takes ~4 s of each restart on two cores. Here a server process imports
-``core.training_daemon`` once, then forks one daemon per request. Each daemon is still a process of
-its own, started from ``core.training_daemon.main`` with its own session, environment, signal
-handlers, lock and training child (always a fresh ``python -m core.train_worker``); only the
+``core.daemon.service`` once, then forks one daemon per request. Each daemon is still a process of
+its own, started from ``core.daemon.service.main`` with its own session, environment, signal
+handlers, lock and training child (always a fresh ``python -m core.child.worker``); only the
 imports are shared. The other tests start the daemon with ``python -m core.training_daemon``.
 """
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def serve() -> None:
     """The server: one JSON request per stdin line, one JSON reply per stdout line."""
-    import core.training_daemon  # noqa: F401  imported here once, so that forks start at once
+    import core.daemon.service  # noqa: F401  imported here once, so that forks start at once
 
     for line in sys.stdin:
         request = json.loads(line)
@@ -51,7 +51,7 @@ def _run_daemon(request: dict) -> None:
         os.dup2(log, 2)
         os.environ.clear()
         os.environ.update(request["env"])
-        from core.training_daemon import main
+        from core.daemon.service import main
 
         code = main(request["argv"])
     except SystemExit as exc:

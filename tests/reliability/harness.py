@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from core.events import EventLog
-from core.faults import FAULT_ENV
-from core.layout import BaseDir, init_base_dir
-from core.ledger import Ledger
-from core.snapshots import SnapshotError, SnapshotStore, read_manifest, verify_snapshot
-from core.status import StatusFile, TrainingStatus
-from core.work_queue import REPORT_SUFFIX, WORK_SUFFIX
+from core.base.faults import FAULT_ENV
+from core.daemon.work_queue import REPORT_SUFFIX, WORK_SUFFIX
+from core.snapshots.store import SnapshotError, SnapshotStore, read_manifest, verify_snapshot
+from core.state.events import EventLog
+from core.state.layout import BaseDir, init_base_dir
+from core.state.ledger import Ledger
+from core.state.status import StatusFile, TrainingStatus
 from tests.reliability.fork_server import ForkedDaemon, ForkServer
 
 POLL_SECONDS = 0.05
@@ -133,7 +133,7 @@ def training_child_of(pid: int, layout: BaseDir) -> bool:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"core.train_worker" in command and str(layout.root).encode() in command and alive(pid)
+    return b"core.child.worker" in command and str(layout.root).encode() in command and alive(pid)
 
 
 def process_state(pid: int) -> str | None:
@@ -145,7 +145,7 @@ def process_state(pid: int) -> str | None:
 
 
 def stopped_child(pid: int) -> int | None:
-    """The child of daemon ``pid`` that froze itself at a ``stop`` fault (see ``core.faults``), if any."""
+    """The child of daemon ``pid`` that froze itself at a ``stop`` fault (see ``core.base.faults``), if any."""
     return next((child for child in children(pid) if process_state(child) == "T"), None)
 
 
@@ -325,8 +325,8 @@ class StatusReader(threading.Thread):
 def run_worker(
     layout: BaseDir, data: Path, work: Path, *, resume: Path | None = None, fault: str | None = None
 ) -> subprocess.CompletedProcess:
-    """One training child on its own (``python -m core.train_worker``), as the daemon starts it."""
-    command = [sys.executable, "-m", "core.train_worker", "--base-dir", str(layout.root), "--file", str(data),
+    """One training child on its own (``python -m core.child.worker``), as the daemon starts it."""
+    command = [sys.executable, "-m", "core.child.worker", "--base-dir", str(layout.root), "--file", str(data),
                "--output", str(work)]
     if resume is not None:
         command += ["--resume", str(resume)]

@@ -3,7 +3,7 @@
 A round drops the same inbox into a fresh base dir (two files to train, a duplicate, an invalid
 file) and starts ``python -m core.training_daemon --once``. Each start gets one planned kill:
 
-* a crash at the N-th write of a state file (``TRAINCTL_FAULT``, see ``core.faults``): checkpoint
+* a crash at the N-th write of a state file (``TRAINCTL_FAULT``, see ``core.base.faults``): checkpoint
   marker, model result, snapshot manifest, promotion stack, ledger, report, status, work state;
 * or a SIGKILL a seeded random delay after an event (daemon started, training started, checkpoint
   saved): of the daemon and its training child together (a power cut), or of the daemon alone (the
@@ -34,10 +34,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.layout import BaseDir
-from core.snapshots import SnapshotStore
-from tests.reliability.fork_server import ForkServer
+from core.snapshots.store import SnapshotStore
+from core.state.layout import BaseDir
 from tests.conftest import chat_rows, write_jsonl
+from tests.reliability.fork_server import ForkServer
 from tests.reliability.harness import (
     children,
     daemon_config,
@@ -59,7 +59,7 @@ ROUND_TIMEOUT = 900.0
 MAX_WEIGHT_DIFFERENCE = 1e-6  # resume is exact on CPU; this only absorbs float noise
 START_TIMEOUT = 300.0
 
-# Points in the flow a crash can hit, by the state file about to be written (see core.faults).
+# Points in the flow a crash can hit, by the state file about to be written (see core.base.faults).
 # (pattern, highest N worth trying): N is drawn from 1..highest.
 WRITE_FAULTS = [
     ("*", 8),                          # the daemon's first writes: claim, validation, work state

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from core.training_daemon import Outcome, TrainingDaemon
+from core.daemon.loop import Outcome, TrainingDaemon
 from tests.conftest import chat_rows
 from tests.reliability.harness import events, update_config
 

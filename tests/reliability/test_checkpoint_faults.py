@@ -8,7 +8,7 @@ import signal
 from tests.conftest import write_jsonl
 from tests.reliability.harness import daemon_config, load_weights, make_base_dir, max_difference, run_worker
 from tests.reliability.soak import MAX_WEIGHT_DIFFERENCE, inbox_files
-from trainer.checkpoint_manager import MARKER_NAME, checkpoint_problem, latest_checkpoint
+from trainer.checkpoints.markers import MARKER_NAME, checkpoint_problem, latest_checkpoint
 
 
 def test_a_kill_while_saving_a_checkpoint_resumes_from_the_one_before_and_cleans_up(

@@ -1,7 +1,7 @@
 """A full disk while checkpointing or snapshotting: reported, nothing good deleted, retried later.
 
 The first two tests make the N-th write of one state file fail with ENOSPC (``TRAINCTL_FAULT``,
-see ``core.faults``) on a daemon run in this process. The last one fills a real tmpfs (root only).
+see ``core.base.faults``) on a daemon run in this process. The last one fills a real tmpfs (root only).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import subprocess
 
 import pytest
 
-from core.faults import FAULT_ENV
-from core.layout import BaseDir
-from core.snapshots import SnapshotStore, verify_snapshot
-from core.status import DaemonState, StatusFile
-from core.training_daemon import Outcome, TrainingDaemon
+from core.base.faults import FAULT_ENV
+from core.daemon.loop import Outcome, TrainingDaemon
+from core.snapshots.store import SnapshotStore, verify_snapshot
+from core.state.layout import BaseDir
+from core.state.status import DaemonState, StatusFile
 from tests.conftest import write_jsonl
 from tests.reliability.harness import (
     daemon_config,
@@ -32,7 +32,7 @@ from tests.reliability.harness import (
     wait_until,
 )
 from tests.reliability.soak import MAX_WEIGHT_DIFFERENCE, inbox_files
-from trainer.checkpoint_manager import MARKER_NAME, checkpoint_problem, latest_checkpoint
+from trainer.checkpoints.markers import MARKER_NAME, checkpoint_problem, latest_checkpoint
 
 
 @pytest.fixture()

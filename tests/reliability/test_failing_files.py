@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.layout import BaseDir
-from core.launcher import launch_training
-from core.ledger import Ledger
-from core.snapshots import SnapshotStore
-from core.status import StatusFile
-from core.training_daemon import Outcome, TrainingDaemon
+from core.child.launcher import launch_training
+from core.daemon.loop import Outcome, TrainingDaemon
+from core.snapshots.store import SnapshotStore
+from core.state.layout import BaseDir
+from core.state.ledger import Ledger
+from core.state.status import StatusFile
 from tests.conftest import write_jsonl
 from tests.reliability.harness import events, update_config
 from tests.reliability.soak import inbox_files
@@ -56,7 +56,7 @@ def test_a_file_that_crashes_training_every_time_is_quarantined_and_the_rest_of_
         with open(log_file, "ab") as log:
             return subprocess.Popen([sys.executable, "-c", POISON_CRASH], stdout=log, stderr=subprocess.STDOUT)
 
-    monkeypatch.setattr("core.training_daemon.launch_training", poison_crashes)
+    monkeypatch.setattr("core.daemon.child_run.launch_training", poison_crashes)
     daemon = TrainingDaemon(layout.root)
 
     outcomes = [daemon.run_once() for _ in range(5)]

@@ -10,9 +10,10 @@ import threading
 import time
 from collections import Counter
 
-from core.ledger import Ledger, sha256_file
-from core.snapshots import SnapshotStore
-from core.training_daemon import Outcome, TrainingDaemon
+from core.base.hashing import sha256_file
+from core.daemon.loop import Outcome, TrainingDaemon
+from core.snapshots.store import SnapshotStore
+from core.state.ledger import Ledger
 from tests.conftest import chat_rows, write_jsonl
 from tests.reliability.harness import events, filed, outcomes, start_daemon, update_config
 from tests.reliability.soak import inbox_files

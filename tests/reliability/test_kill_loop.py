@@ -24,7 +24,7 @@ from tests.reliability.harness import (
     wait_until,
 )
 from tests.reliability.soak import MAX_WEIGHT_DIFFERENCE, KillLoop, ci_plan, inbox_files
-from trainer.checkpoint_manager import MARKER_NAME
+from trainer.checkpoints.markers import MARKER_NAME
 
 SEED = 20240611
 

@@ -9,7 +9,7 @@ import os
 import signal
 import time
 
-from core.status import DaemonState, StatusFile
+from core.state.status import DaemonState, StatusFile
 from tests.conftest import write_jsonl
 from tests.reliability.harness import (
     alive,
@@ -21,7 +21,7 @@ from tests.reliability.harness import (
     wait_until,
 )
 from tests.reliability.soak import inbox_files
-from trainer.checkpoint_manager import MARKER_NAME, latest_checkpoint
+from trainer.checkpoints.markers import MARKER_NAME, latest_checkpoint
 
 STOP_TIMEOUT = 20
 MAX_STEPS = 40

@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 
-from core.status import StatusFile
+from core.state.status import StatusFile
 from tests.reliability.harness import StatusReader, wait_until
 
 WRITER = """
 import sys
-from core.status import StatusFile
+from core.state.status import StatusFile
 status, step = StatusFile(sys.argv[1]), 0
 print("ready", flush=True)
 while True:

@@ -15,16 +15,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.layout import BaseDir
-from core.model_loading import load_model, load_tokenizer
-from core.snapshots import SnapshotError, SnapshotStore, verify_snapshot
-from core.tensorboard import start_tensorboard
+from core.daemon.loop import Outcome, TrainingDaemon
+from core.runs.tensorboard import start_tensorboard
+from core.snapshots.store import SnapshotError, SnapshotStore, verify_snapshot
+from core.state.layout import BaseDir
 from core.train import UltimateTrainer
-from core.training_daemon import Outcome, TrainingDaemon
 from tests.conftest import chat_rows, write_jsonl
 from tests.reliability.harness import ADAPTER_WEIGHTS, events
 from trainer.callbacks import build_run_callbacks
 from trainer.config import parse_config
+from trainer.model.loading import load_model, load_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINCTL = str(Path(sys.executable).with_name("trainctl"))
@@ -141,14 +141,14 @@ def test_remote_code_is_off_unless_the_config_turns_it_on(layout, tiny_model_dir
 
 
 def test_every_from_pretrained_call_in_the_code_passes_trust_remote_code_or_uses_a_local_file():
-    """A new loading call must decide about remote code on purpose (prepare_model reads a GGUF)."""
+    """A new loading call must decide about remote code on purpose (the embedded model is read from a GGUF)."""
     unchecked = []
-    for path in [*REPO.glob("core/*.py"), *REPO.glob("trainer/**/*.py"), *REPO.glob("profiles/*.py")]:
+    for path in [*REPO.glob("core/**/*.py"), *REPO.glob("trainer/**/*.py"), *REPO.glob("profiles/*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "from_pretrained":
                 keywords = {k.arg for k in node.keywords}
                 owner = ast.unparse(node.func.value)
-                if "trust_remote_code" not in keywords and owner != "PeftModel" and path.name != "prepare_model.py":
+                if "trust_remote_code" not in keywords and owner != "PeftModel" and path.name != "embedded.py":
                     unchecked.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
     assert unchecked == []
 
@@ -188,7 +188,7 @@ def test_tensorboard_listens_on_127_0_0_1_unless_told_otherwise(tmp_path, monkey
         started.append(command)
         return type("Process", (), {"pid": 0})()
 
-    monkeypatch.setattr("core.tensorboard.subprocess.Popen", popen)
+    monkeypatch.setattr("core.runs.tensorboard.subprocess.Popen", popen)
 
     start_tensorboard(tmp_path, env={})
     start_tensorboard(tmp_path, env={"TB_HOST": "0.0.0.0"})
@@ -200,7 +200,7 @@ def test_tensorboard_listens_on_127_0_0_1_unless_told_otherwise(tmp_path, monkey
 def test_no_other_module_opens_a_listening_socket():
     """TensorBoard (a child process, 127.0.0.1 by default) is the only server the daemon starts."""
     servers = []
-    for path in [*REPO.glob("core/*.py"), *REPO.glob("trainer/**/*.py"), *REPO.glob("profiles/*.py")]:
+    for path in [*REPO.glob("core/**/*.py"), *REPO.glob("trainer/**/*.py"), *REPO.glob("profiles/*.py")]:
         text = path.read_text()
         for needle in ("HTTPServer", ".listen(", "0.0.0.0", "serve_forever", "uvicorn", "flask"):
             if needle in text:

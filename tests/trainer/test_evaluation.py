@@ -12,11 +12,11 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import set_seed
 
-from core.errors import UserError
+from core.base.errors import UserError
 from core.train import UltimateTrainer
 from tests.conftest import chat_rows, write_jsonl
 from trainer.callbacks import build_run_callbacks
-from trainer.checkpoint_manager import complete_checkpoints
+from trainer.checkpoints.markers import complete_checkpoints
 from trainer.config import parse_config
 from trainer.evaluation import monitoring_arguments, split_for_eval
 

@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 from core.train import UltimateTrainer
 from tests.conftest import chat_rows, write_jsonl
 from trainer.callbacks import build_run_callbacks
-from trainer.checkpoint_manager import latest_checkpoint
+from trainer.checkpoints.markers import latest_checkpoint
 from trainer.config import parse_config
 
 

@@ -6,13 +6,15 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from core.errors import UserError
+from core.base.errors import UserError
 from trainer.config.schema import TrainConfig
 
 CONFIG_FILENAME = "config.json"
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(UserError, ValueError):
@@ -25,23 +27,27 @@ class ConfigError(UserError, ValueError):
         super().__init__(f"{path}: {len(problems)} problem(s):\n{listing}")
 
 
-def _section_model(loc: tuple) -> type[BaseModel] | None:
+def _section_model(loc: tuple, root: type[BaseModel]) -> type[BaseModel] | None:
     """The pydantic model that owns the field at ``loc`` (a tuple of keys), if any."""
-    model: type[BaseModel] = TrainConfig
+    model: type[BaseModel] = root
     for key in loc[:-1]:
+        if isinstance(key, int):  # an item of a list: its model is the list's item type
+            continue
         field = model.model_fields.get(key)
         annotation = field.annotation if field else None
+        item = getattr(annotation, "__args__", (None,))[0] if getattr(annotation, "__origin__", None) is list else None
+        annotation = item or annotation
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return None
         model = annotation
     return model
 
 
-def _describe(error: dict) -> str:
+def _describe(error: dict, root: type[BaseModel]) -> str:
     loc = tuple(error["loc"])
     path = ".".join(str(part) for part in loc) or "(top level)"
     if error["type"] == "extra_forbidden":
-        owner = _section_model(loc)
+        owner = _section_model(loc, root)
         known = [f.alias or name for name, f in owner.model_fields.items()] if owner else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(known)}"
@@ -52,14 +58,42 @@ def _describe(error: dict) -> str:
     return f"{path}: {message} (got {json.dumps(error['input'], default=str)[:80]})"
 
 
-def parse_config(raw: dict, path: Path) -> TrainConfig:
-    """Validate an already-parsed config mapping; raise ``ConfigError`` listing every problem."""
+def validate_model(model: type[M], raw: object, path: Path) -> M:
+    """Validate parsed JSON against ``model``; raise ``ConfigError`` listing every problem with its path."""
     if not isinstance(raw, dict):
         raise ConfigError(path, ["(top level): expected a JSON object"])
     try:
-        return TrainConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(path, [_describe(err) for err in exc.errors()]) from None
+        raise ConfigError(path, [_describe(err, model) for err in exc.errors()]) from None
+
+
+def parse_config(raw: dict, path: Path) -> TrainConfig:
+    """Validate an already-parsed config mapping; raise ``ConfigError`` listing every problem."""
+    return validate_model(TrainConfig, raw, path)
+
+
+def read_json_file(path: str | Path, missing: str) -> tuple[str, object]:
+    """A JSON config file's text and parsed content.
+
+    Args:
+        path: the file.
+        missing: what to tell the user when the file does not exist.
+
+    Raises:
+        ConfigError: the file is missing, not UTF-8, or not JSON (with line and column).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, [f"file not found; {missing}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    try:
+        return text, json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path, [f"line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"]) from None
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -68,18 +102,8 @@ def load_config(path: str | Path) -> TrainConfig:
     Raises:
         ConfigError: the file is missing, not JSON, or breaks the schema. Every problem is listed.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, ["file not found; create one with `trainctl init`"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(path, [f"line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"]) from None
-    return parse_config(raw, path)
+    _, raw = read_json_file(path, "create one with `trainctl init`")
+    return parse_config(raw, Path(path))
 
 
 def config_to_dict(config: TrainConfig) -> dict:

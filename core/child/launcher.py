@@ -1,0 +1,80 @@
+"""Start the training child process. The one place that knows the command line of a training run.
+
+Training runs in a child so a crash, an out-of-memory kill or a stuck CUDA kernel costs one attempt,
+not the daemon. The child gets its own process group: a Ctrl-C in the daemon's terminal reaches the
+daemon only, which forwards a clean SIGTERM, and a forced stop can kill the whole group (a
+multi-GPU launcher would start several processes in it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.child.protocol import PARENT_PID_ENV, WORKER_MODULE
+
+logger = logging.getLogger(__name__)
+
+
+
+def launch_training(
+    base_dir: Path,
+    train_file: Path,
+    output_dir: Path,
+    *,
+    config_file: Path | None = None,
+    model_source: str | None = None,
+    resume: Path | None = None,
+    log_file: Path | None = None,
+    pass_fds: tuple[int, ...] = (),
+) -> subprocess.Popen:
+    """Start ``python -m core.child.worker`` on one file and return without waiting.
+
+    Args:
+        base_dir: The base directory (the child reads ``config.json`` and writes status from it).
+        train_file: The claimed JSONL file.
+        output_dir: The run's work folder: checkpoints, ``result.json`` and the saved model go here.
+        config_file: The config the run uses (the daemon's last accepted one); None: config.json.
+        model_source: The model or adapter to start from; None lets the child resolve it.
+        resume: A checkpoint folder to resume from, or None to start fresh.
+        log_file: Where the child's stdout and stderr go (appended); None inherits the daemon's.
+        pass_fds: Descriptors the child inherits (its work folder's lock).
+
+    Returns:
+        The running child. It is the leader of its own process group (``pgid == pid``).
+    """
+    command = [
+        sys.executable,
+        "-m",
+        WORKER_MODULE,
+        "--base-dir",
+        str(base_dir),
+        "--file",
+        str(train_file),
+        "--output",
+        str(output_dir),
+    ]
+    if config_file is not None:
+        command += ["--config", str(config_file)]
+    if model_source is not None:
+        command += ["--model-source", model_source]
+    if resume is not None:
+        command += ["--resume", str(resume)]
+    logger.info("starting training of %s: %s", train_file.name, " ".join(command))
+    stdout = open(log_file, "ab") if log_file is not None else None
+    try:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout else None,
+            start_new_session=True,
+            pass_fds=pass_fds,
+            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
+        )
+    finally:
+        if stdout is not None:
+            stdout.close()

@@ -1,0 +1,54 @@
+"""``trainctl snapshots list|pin|unpin`` and ``rollback``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.snapshots.store import SnapshotError, SnapshotStore, format_snapshot_table
+from core.state import layout
+from core.state.events import EventLog, EventType
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    store = SnapshotStore(layout.BaseDir.at(args.base_dir))
+    if args.snapshots_command == "list":
+        print(format_snapshot_table(store.list()))
+        return 0
+    info = store.pin(args.id) if args.snapshots_command == "pin" else store.unpin(args.id)
+    print(f"{info.id}: {'pinned' if info.pinned else 'not pinned'}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    base = layout.BaseDir.at(args.base_dir)
+    store = SnapshotStore(base)
+    before = store.current()
+    after = store.rollback(args.snapshot)
+    EventLog(base.events_file).emit(EventType.ROLLBACK, **{"from": before and before.id, "to": after.id})
+    print(f"current_model -> {after.id} (was {before.id if before else 'none'})")
+    return 0
+
+
+def _snapshot_errors_exit_1(func):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except SnapshotError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def add_snapshot_parsers(sub, parent) -> None:
+    snaps = sub.add_parser("snapshots", help="list, pin and unpin model snapshots")
+    snaps_sub = snaps.add_subparsers(dest="snapshots_command", required=True)
+    snaps_sub.add_parser("list", parents=[parent], help="table of snapshots, * marks the current one")
+    for name, text in (("pin", "keep a snapshot when old ones are pruned"), ("unpin", "undo pin")):
+        pin = snaps_sub.add_parser(name, parents=[parent], help=text)
+        pin.add_argument("id", help="snapshot id or unique id prefix")
+    snaps.set_defaults(func=_snapshot_errors_exit_1(cmd_snapshots))
+    rollback = sub.add_parser("rollback", parents=[parent], help="point current_model at an earlier snapshot")
+    rollback.add_argument("snapshot", help="snapshot id, unique id prefix, or 'previous'")
+    rollback.set_defaults(func=_snapshot_errors_exit_1(cmd_rollback))

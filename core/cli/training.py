@@ -1,0 +1,96 @@
+"""``trainctl train``, ``run``, ``daemon`` and ``validate``: the commands that train or check data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from core.state import layout
+from trainer.config import load_config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.runs.job import train_file
+
+    config_file = layout.BaseDir.at(args.base_dir).config_file
+    config = load_config(config_file)
+    result, model_dir = train_file(
+        config, args.file.resolve(), args.base_dir, output=args.output,
+        config_text=config_file.read_text(encoding="utf-8"),
+    )
+    print(
+        f"trained {result.steps} steps on {result.examples} examples of {args.file.name}: "
+        f"loss {result.first_loss:.4f} -> {result.last_loss:.4f}\nmodel: {model_dir}"
+    )
+    return 0
+
+
+def add_train_parser(sub, parent) -> None:
+    train = sub.add_parser(
+        "train", parents=[parent], help="train the current model (or base_model) on one JSONL file"
+    )
+    train.add_argument("file", type=Path, help="JSONL training file")
+    train.add_argument("--output", type=Path, help="model dir to write (default: runs/<time>/model)")
+    train.set_defaults(func=cmd_train)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from core.daemon.service import serve
+
+    return serve(args.base_dir, once=args.once, log_level=args.log_level)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from trainer.data.validation import format_report, validate_path
+
+    base = layout.BaseDir.at(args.base_dir)
+    config = load_config(base.config_file)
+    report = validate_path(args.file, config, base.model_source(config))
+    print(report.model_dump_json(indent=2) if args.json else format_report(report))
+    return 0 if report.usable else 1
+
+
+def add_daemon_parsers(sub, parent) -> None:
+    daemon = sub.add_parser("daemon", parents=[parent], help="train every file dropped into the inbox")
+    daemon.add_argument("--once", action="store_true", help="drain the inbox, then exit")
+    daemon.set_defaults(func=cmd_daemon)
+    validate = sub.add_parser(
+        "validate", parents=[parent], help="check a JSONL file as the daemon would, without training"
+    )
+    validate.add_argument("file", type=Path, help="JSONL file to check")
+    validate.add_argument("--json", action="store_true", help="print the full report as JSON")
+    validate.set_defaults(func=cmd_validate)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from core.runs.runner import RunRequest, run_command
+
+    resume = str(args.resume) if args.resume else ("none" if args.no_resume else "auto")
+    request = RunRequest(args.base_dir, resume=resume, device=args.device)
+    for run in run_command(args.phase, args.config, request):
+        record = run.record
+        print(
+            f"{record['phase']}: run {run.id} {record['status']} after {record.get('steps')} steps, "
+            f"loss {record.get('final_loss')}, best eval loss {record.get('best_eval_loss')}\n"
+            f"  model: {run.model_dir}"
+        )
+    return 0
+
+
+def add_run_parser(sub, parent) -> None:
+    run = sub.add_parser(
+        "run", parents=[parent], help="train a phase (pretrain, sft) or a pipeline from a configs/ file"
+    )
+    run.add_argument("--phase", required=True, choices=["pretrain", "sft", "pipeline"])
+    run.add_argument(
+        "--config", type=Path, required=True, help="phase or pipeline config, relative to the base dir"
+    )
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume", type=Path, metavar="PATH", help="start a new run from this checkpoint-N folder"
+    )
+    resume.add_argument(
+        "--no-resume", action="store_true", help="start fresh instead of continuing an unfinished run"
+    )
+    run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    run.set_defaults(func=cmd_run)
