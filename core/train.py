@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from transformers import TrainerCallback
 
 from core.base.errors import UserError
@@ -22,6 +22,7 @@ from profiles import get_profile
 from trainer.builders import build_collator, build_training_arguments
 from trainer.config import TrainConfig, config_to_dict
 from trainer.data.dataset import CACHE_DIRNAME, build_train_data
+from trainer.data.eval_sets import tokenize_set
 from trainer.data.token_budget import group_by_token_budget
 from trainer.evaluation import (
     OomTolerantTrainer,
@@ -30,17 +31,20 @@ from trainer.evaluation import (
     monitoring_arguments,
 )
 from trainer.model.devices import device_arguments
-from trainer.model.hardware import select_attention, select_gradient_checkpointing, select_precision
+from trainer.model.hardware import qlora_problem, select_attention, select_gradient_checkpointing, select_precision
 from trainer.model.label_logits import LabelledLogitsMixin
-from trainer.model.loading import load_model
+from trainer.model.loading import load_model, load_model_config
+from trainer.schedule import FirstStepLearnsMixin
+from trainer.set_losses import SetLoss, eval_collator, measure_loss
 
 logger = logging.getLogger(__name__)
 
 TRAINING_INFO_FILENAME = "trainctl_training.json"
 
 
-class FineTuneTrainer(LabelledLogitsMixin, OomTolerantTrainer):
-    """HF ``Trainer`` with logits only at labelled positions and OOM-tolerant evaluation."""
+class FineTuneTrainer(FirstStepLearnsMixin, LabelledLogitsMixin, OomTolerantTrainer):
+    """HF ``Trainer`` with logits only at labelled positions, OOM-tolerant evaluation, and no step
+    at learning rate 0 (``trainer.schedule``)."""
 
 __all__ = ["TRAINING_INFO_FILENAME", "TrainResult", "UltimateTrainer"]
 
@@ -57,6 +61,8 @@ class TrainResult:
     tokens: int
     attention: str
     precision: str
+    mean_loss: float | None = None
+    """Mean training loss over every step of the run (HF's ``training_loss``): steadier than one step's."""
 
 
 class LossRecorder(TrainerCallback):
@@ -90,6 +96,7 @@ class UltimateTrainer:
         output_dir: where ``Trainer`` writes its step checkpoints.
         callbacks: extra ``TrainerCallback`` objects (status reporting, checkpoint bookkeeping).
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (see ``trainer.model.devices``).
+        replay: examples of earlier files mixed into the training rows (never into the eval set).
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class UltimateTrainer:
         output_dir: Path,
         callbacks: Sequence[TrainerCallback] = (),
         device: str = "auto",
+        replay: Sequence[dict] = (),
     ):
         self.config = config
         self.train_file = Path(train_file)
@@ -110,30 +118,44 @@ class UltimateTrainer:
         self.output_dir = Path(output_dir)
         self.callbacks = list(callbacks)
         self.device = device
+        self.replay = list(replay)
+        self.heldout_loss: SetLoss | None = None
         self.profile = get_profile(config.profile)
         self.losses = LossRecorder()
 
     def setup(self) -> None:
         """Pick precision and attention, load model and data, assemble the ``Trainer``."""
         hp = self.config.hyperparams
+        if problem := qlora_problem(self.config.method):
+            raise UserError(problem)
         self.precision = select_precision(hp.fp_precision)
-        self.attention = select_attention(hp.attn_implementation, self.precision.value, hp.padding_free)
+        model_config = load_model_config(self.model_source, self.config, self.base_dir)
+        self.attention = select_attention(hp.attn_implementation, self.precision.value, hp.padding_free, model_config)
         logger.info("precision: %s (%s)", self.precision.value, self.precision.reason)
         logger.info("attention: %s (%s)", self.attention.value, self.attention.reason)
         self.model, self.tokenizer = load_model(
             self.model_source, self.config, self.base_dir, self.attention.value, self.precision.value
         )
         self._check_max_length()
+        dataset = self._build_dataset()
+        self.file_examples = len(dataset)
         self.train_dataset, self.eval_dataset = build_eval_split(
-            self.config, self.base_dir, self._build_dataset(), self.tokenizer, self.profile
+            self.config, self.base_dir, dataset, self.tokenizer, self.profile
         )
-        has_eval = self.eval_dataset is not None
+        replayed = tokenize_set("replay", "replay", self.replay, self.tokenizer, self.profile, self.config)
+        if replayed.features:
+            self.train_dataset = concatenate_datasets([self.train_dataset, Dataset.from_list(replayed.features)])
+            logger.info("%s: %d replay rows mixed into %d training rows", self.train_file.name,
+                        replayed.rows, self.file_examples - len(self.eval_dataset or []))
+        # Without eval_steps, HF would evaluate once at the end; the held-out loss is measured after
+        # training instead (measure_loss), token-weighted like the promotion gate's numbers.
+        has_eval = self.eval_dataset is not None and self.config.eval.eval_steps is not None
         self.checkpointing = select_gradient_checkpointing(
             hp.use_gradient_checkpointing, self.model.config,
             hp.max_tokens_per_batch or hp.batch_size * hp.max_length,
         )
         logger.info("gradient checkpointing: %s (%s)", self.checkpointing.value, self.checkpointing.reason)
-        if self.checkpointing.value == "on" and self.config.method == "lora":
+        if self.checkpointing.value == "on" and self.config.adapter:
             self.model.enable_input_require_grads()
         self.trainer = FineTuneTrainer(
             model=self.model,
@@ -146,7 +168,7 @@ class UltimateTrainer:
                 if hp.max_tokens_per_batch else self.train_dataset
             ),
             eval_dataset=self.eval_dataset,
-            data_collator=build_collator(self.config, self.tokenizer),
+            data_collator=build_collator(self.config, self.tokenizer, self.attention.value),
             processing_class=self.tokenizer,
             callbacks=[self.losses, *self.callbacks, *build_early_stopping(self.config, has_eval)],
         )
@@ -163,6 +185,7 @@ class UltimateTrainer:
         cache_dir = self.base_dir / CACHE_DIRNAME if self.config.data.cache_tokenized else None
         data = build_train_data(self.train_file, self.tokenizer, self.profile, self.config, cache_dir)
         self.dataset_seconds = data.seconds
+        self.data_stats = data.stats
         return data.dataset
 
     def train(self, resume_from_checkpoint: str | None = None) -> TrainResult:
@@ -171,24 +194,39 @@ class UltimateTrainer:
         losses = self.losses.losses
         if losses and not math.isfinite(losses[-1]):
             raise FloatingPointError(f"{self.train_file.name}: training loss became {losses[-1]}")
+        if self.eval_dataset is not None and self.config.eval.eval_steps is None:  # HF did not evaluate
+            self.heldout_loss = self.measure(self.eval_dataset)
+            self.losses.eval_loss = self.heldout_loss.loss
         return TrainResult(
             steps=output.global_step,
             first_loss=losses[0] if losses else None,
             last_loss=losses[-1] if losses else None,
             eval_loss=self.losses.eval_loss,
+            mean_loss=output.training_loss if math.isfinite(output.training_loss) else None,
             examples=len(self.train_dataset),
             tokens=round(sum(map(len, self.train_dataset["input_ids"])) * self.config.hyperparams.epochs),
             attention=self.attention.value,
             precision=self.precision.value,
         )
 
+    def measure(self, features) -> SetLoss:
+        """The model's loss on tokenized ``features``, counted as training counts it."""
+        collator = eval_collator(self.config, self.tokenizer, self.attention.value)
+        return measure_loss(self.trainer.model, features, collator, self.precision.value)
+
     def save(self, model_dir: Path, result: TrainResult | None = None) -> Path:
         """Write the trained model (adapter dir for LoRA, full safetensors dir for full) + tokenizer.
 
-        The profile and the resolved config are recorded in ``trainctl_training.json``.
+        The profile and the resolved config are recorded in ``trainctl_training.json``. Under
+        several processes every rank calls this (FSDP gathers the shards); rank 0 writes.
         """
         model_dir = Path(model_dir)
-        self.trainer.model.save_pretrained(model_dir, safe_serialization=True)
+        gathered = {}
+        if self.trainer.is_fsdp_enabled:
+            gathered["state_dict"] = self.trainer.accelerator.get_state_dict(self.trainer.model_wrapped)
+        if not self.trainer.is_world_process_zero():
+            return model_dir
+        self.trainer.model.save_pretrained(model_dir, safe_serialization=True, **gathered)
         self.tokenizer.save_pretrained(model_dir)
         info = {
             "profile": self.profile.name,

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Make the repo ready to run: .venv/ with the project installed, and the embedded base model in
-# models/. Safe to run again: pip is skipped while pyproject.toml and this script are unchanged.
+# Make the repo ready to run: .venv/ with the project installed, and the embedded base model in the
+# models home ($TRAINCTL_HOME/models, else this repo's models/ if it exists, else
+# ~/.local/share/trainctl/models), shared by every base dir. Safe to run again: pip is skipped while
+# pyproject.toml and this script are unchanged.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -46,4 +48,4 @@ else
     echo "setup: $VENV is up to date"
 fi
 
-"$VENV/bin/trainctl" prepare-model --base-dir .
+"$VENV/bin/trainctl" prepare-model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,15 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
             }
         )
     return rows
+
+
+def garbage_rows(rows: list[dict], seed: int = 0) -> list[dict]:
+    """The same chat questions with answers nobody could learn from: random symbols (the gate rejects them)."""
+    rng = random.Random(seed)
+    garbage = json.loads(json.dumps(rows))
+    for row in garbage:
+        row["messages"][-1]["content"] = "".join(rng.choice("0123456789+-*/=()[]{}") for _ in range(30))
+    return garbage
 
 
 @pytest.fixture()

@@ -28,7 +28,7 @@ def _field_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
 def test_every_config_field_is_in_the_readme_config_table():
     text = README.read_text(encoding="utf-8")
     table = text[text.index("## Configuration"):]
-    documented = set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)?)`", table))
+    documented = set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)*)`", table))
     missing = [path for path in _field_paths(TrainConfig) if path not in documented]
     assert not missing, f"document these config fields in README.md's Configuration table: {missing}"
 
@@ -36,3 +36,14 @@ def test_every_config_field_is_in_the_readme_config_table():
 def test_quick_start_names_the_two_scripts():
     quick = README.read_text(encoding="utf-8").split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "scripts/demo.sh" in quick and "scripts/test.sh" in quick
+
+
+def test_readme_names_what_the_code_does_for_a_new_user():
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("## Configuration"):]
+    assert f"| `base_model` | `{TrainConfig().base_model}` |" in table
+    assert "`DIR/logs/train-NAME.log` (`NAME` without `.jsonl`: `data.jsonl` logs to `train-data.log`)" in text
+    assert "`trainctl retry NAME`" in text and "`trainctl --version`" in text and "$TRAINCTL_HOME" in text
+    assert '"$schema": "config.schema.json"' in text
+    assert "about a minute" not in text  # the demo takes minutes on two CPU cores
+    assert "trained 3, duplicate 1, invalid 0, failed 1" in text

@@ -74,3 +74,25 @@ def build_tiny_model_dir(path: Path, seed: int = 0, max_positions: int = 512) ->
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def build_tiny_adapter_dir(model_dir: Path, path: Path, seed: int = 0) -> Path:
+    """Save a LoRA adapter for the tiny model into ``path``, as training saves one (with the tokenizer).
+
+    Its B matrices are random, not zero as at initialisation, so the adapter changes the logits.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    torch.manual_seed(seed)  # the A matrices are drawn from the global generator
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    peft_model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(path)
+    return path

@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, TaskType
-from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
+from transformers import BitsAndBytesConfig, DataCollatorForSeq2Seq, DataCollatorWithFlattening, TrainingArguments
 
 from trainer.config import TrainConfig
 from trainer.data.token_budget import GroupCollator
+from trainer.distributed import distributed_training_arguments
 from trainer.data.tokenization import IGNORE_INDEX
 from trainer.model.hardware import select_liger, select_torch_compile
 
@@ -22,17 +23,32 @@ logger = logging.getLogger(__name__)
 
 
 def build_lora_config(config: TrainConfig) -> LoraConfig:
-    """The PEFT adapter described by ``config.lora``."""
+    """The PEFT adapter described by ``config.lora`` (``all-linear`` is PEFT's own shorthand)."""
+    targets = config.lora.target_modules
     return LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
         lora_dropout=config.lora.dropout,
-        target_modules=list(config.lora.target_modules),
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        use_rslora=config.lora.use_rslora,
+        use_dora=config.lora.use_dora,
+        modules_to_save=list(config.lora.modules_to_save) or None,
         task_type=TaskType.CAUSAL_LM,
     )
 
 
-def build_collator(config: TrainConfig, tokenizer: Any) -> Any:
+def build_quantization_config(config: TrainConfig, precision: str) -> BitsAndBytesConfig | None:
+    """QLoRA's 4-bit base for ``method=qlora`` (NF4, double quantization, matmuls in the run's
+    precision, as in Dettmers et al. 2023); None for every other method."""
+    if config.method != "qlora":
+        return None
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
+    )
+
+
+def build_collator(config: TrainConfig, tokenizer: Any, attention: str | None = None) -> Any:
     """Padding-free batches (one flattened row, per-example position ids) or dynamic padding.
 
     With ``hyperparams.max_tokens_per_batch`` the training rows are groups of examples (see
@@ -44,9 +60,17 @@ def build_collator(config: TrainConfig, tokenizer: Any) -> Any:
     skipped when the model runs with its KV cache on: ``Trainer`` turns the cache off
     (``TrainingArguments.use_cache=False``), and any direct ``model(**batch)`` call on a flattened
     batch must pass ``use_cache=False`` too, or examples attend across their boundaries.
+
+    With ``attention="flash_attention_2"`` the collator also hands over the example boundaries
+    as flash-attn's varlen arguments (``cu_seq_lens_q/k``, ``max_length_q/k``), the way transformers
+    prefers them for padding-free batches, instead of having every layer derive them from the
+    position ids.
     """
     if config.hyperparams.padding_free:
-        collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+        collator = DataCollatorWithFlattening(
+            return_position_ids=True, separator_id=IGNORE_INDEX,
+            return_flash_attn_kwargs=attention == "flash_attention_2",
+        )
     else:
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
     return GroupCollator(collator) if config.hyperparams.max_tokens_per_batch else collator
@@ -102,10 +126,12 @@ def build_training_arguments(
         logging_first_step=True,
         save_strategy="steps",
         save_steps=config.checkpoint.save_steps,
-        report_to=[],
+        # TensorBoard is the run's own callback (trainer/callbacks.py); the other trackers go through HF.
+        report_to=[name for name in config.tracking.report_to if name != "tensorboard"],
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
+    kwargs.update(distributed_training_arguments(config))  # DDP/FSDP settings (trainer/distributed.py)
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)

@@ -10,7 +10,6 @@ the saved model is the best one. An evaluation that runs out of memory is skippe
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from core.base.errors import UserError
 from profiles import Profile
 from trainer.config import TrainConfig
+from trainer.data.eval_sets import heldout_indices
 from trainer.data.formats import read_examples
 from trainer.data.tokenization import tokenize_examples
 
@@ -33,23 +33,20 @@ END_ONLY_EVAL_STEPS = 10**12
 
 
 def split_for_eval(dataset: Dataset, config: TrainConfig) -> tuple[Dataset, Dataset | None]:
-    """Hold out ``eval.split_ratio`` of ``dataset`` (at least ``eval.min_examples``), seeded.
+    """Hold out ``eval.split_ratio`` of ``dataset`` (at least ``eval.min_examples``, at most
+    ``eval.max_examples``), seeded; the positions are ``trainer.data.eval_sets.heldout_indices``.
 
     Returns the dataset unchanged and no eval set when the split is off or leaves nothing to train.
     """
-    settings = config.eval
-    if settings.split_ratio <= 0:
+    held = heldout_indices(len(dataset), config)
+    if not held:
+        if config.eval.split_ratio > 0:
+            logger.warning("only %d examples: too few to hold some out for eval; training on all, without eval",
+                           len(dataset))
         return dataset, None
-    n_eval = max(settings.min_examples, math.ceil(len(dataset) * settings.split_ratio))
-    if n_eval >= len(dataset):
-        logger.warning(
-            "only %d examples: too few to hold out %d for eval; training on all, without eval",
-            len(dataset), n_eval,
-        )
-        return dataset, None
-    split = dataset.train_test_split(test_size=n_eval, seed=settings.seed, shuffle=True)
-    logger.info("held out %d of %d examples for eval (seed %d)", n_eval, len(dataset), settings.seed)
-    return split["train"], split["test"]
+    kept = sorted(set(range(len(dataset))) - set(held))
+    logger.info("held out %d of %d examples for eval (seed %d)", len(held), len(dataset), config.eval.seed)
+    return dataset.select(kept), dataset.select(held)
 
 
 def load_eval_file(config: TrainConfig, base_dir: Path, tokenizer: Any, profile: Profile) -> Dataset:

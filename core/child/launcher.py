@@ -2,8 +2,9 @@
 
 Training runs in a child so a crash, an out-of-memory kill or a stuck CUDA kernel costs one attempt,
 not the daemon. The child gets its own process group: a Ctrl-C in the daemon's terminal reaches the
-daemon only, which forwards a clean SIGTERM, and a forced stop can kill the whole group (a
-multi-GPU launcher would start several processes in it).
+daemon only, which forwards a clean SIGTERM, and a forced stop can kill the whole group. Under
+torchrun the group's leader is torchrun's agent, which forwards the SIGTERM to its workers; they die
+with it on a forced stop (``core.child.agent``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 
 from core.child.protocol import PARENT_PID_ENV, WORKER_MODULE
+from core.child.torchrun import GroupLaunch
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ def launch_training(
     resume: Path | None = None,
     log_file: Path | None = None,
     pass_fds: tuple[int, ...] = (),
+    group: GroupLaunch | None = None,
 ) -> subprocess.Popen:
     """Start ``python -m core.child.worker`` on one file and return without waiting.
 
@@ -42,14 +45,12 @@ def launch_training(
         resume: A checkpoint folder to resume from, or None to start fresh.
         log_file: Where the child's stdout and stderr go (appended); None inherits the daemon's.
         pass_fds: Descriptors the child inherits (its work folder's lock).
+        group: Several processes: the worker runs under torchrun (``core.child.torchrun``); None: one.
 
     Returns:
         The running child. It is the leader of its own process group (``pgid == pid``).
     """
-    command = [
-        sys.executable,
-        "-m",
-        WORKER_MODULE,
+    args = [
         "--base-dir",
         str(base_dir),
         "--file",
@@ -58,11 +59,12 @@ def launch_training(
         str(output_dir),
     ]
     if config_file is not None:
-        command += ["--config", str(config_file)]
+        args += ["--config", str(config_file)]
     if model_source is not None:
-        command += ["--model-source", model_source]
+        args += ["--model-source", model_source]
     if resume is not None:
-        command += ["--resume", str(resume)]
+        args += ["--resume", str(resume)]
+    command = group.command(WORKER_MODULE, args) if group else [sys.executable, "-m", WORKER_MODULE, *args]
     logger.info("starting training of %s: %s", train_file.name, " ".join(command))
     stdout = open(log_file, "ab") if log_file is not None else None
     try:

@@ -1,7 +1,8 @@
 """The child's view of its progress: a stop flag set by SIGTERM, and the callback that reports steps.
 
 :class:`ProgressCallback` writes progress to the status file, emits ``checkpoint_saved`` and turns
-a stop request into "save a checkpoint and stop" at the next step boundary.
+a stop request into "save a checkpoint and stop" at the next step boundary (the same boundary on
+every rank of a torchrun group: they agree on it with one all-reduce of the flag).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from transformers import TrainerCallback
 
 from core.state.events import EventLog, EventType
 from core.state.status import DaemonState, StatusFile
+from trainer.distributed import agree_on_stop
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ class ProgressCallback(TrainerCallback):
         self._write(state, force=True)
 
     def on_step_end(self, args, state, control, **kwargs):
+        # Under torchrun a stop reaches the ranks at different moments: they agree here, so all stop
+        # after the same step and its checkpoint is complete.
+        self.stop.requested = agree_on_stop(self.stop.requested, args.device)
         if self.stop.requested:
             logger.info("%s: stop requested, saving a checkpoint at step %d", self.file_name, state.global_step)
             control.should_save = True
@@ -79,6 +84,8 @@ class ProgressCallback(TrainerCallback):
         self._write(state, force=True, **{k: v for k, v in fields.items() if v is not None})
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.events.emit(
             EventType.CHECKPOINT_SAVED, file=self.file_name, step=state.global_step, path=str(checkpoint)
@@ -86,6 +93,8 @@ class ProgressCallback(TrainerCallback):
 
     def _write(self, state, force: bool = False, **fields) -> None:
         now = self.clock()
+        if not state.is_world_process_zero:
+            return  # rank 0 reports for the group
         if not force and now - self._last_write < self.min_interval:
             return
         self._last_write = now

@@ -17,7 +17,6 @@ it into "save a checkpoint and stop" at the next step boundary, so the run can r
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import signal
@@ -28,6 +27,8 @@ from pathlib import Path
 
 from core.base.atomic import atomic_write_json, atomic_write_text
 from core.base.errors import is_disk_full
+from core.child.agent import parent_death_signal, set_parent_death_signal
+from core.child.gate_run import GateRun
 from core.child.progress import ProgressCallback, StopFlag
 from core.child.protocol import (
     CHECKPOINTS_DIRNAME,
@@ -40,6 +41,7 @@ from core.child.protocol import (
     RESULT_FILENAME,
     RUN_POINTER,
 )
+from core.runs.follower import FollowerRun
 from core.runs.job import finish_job, start_job
 from core.runs.run import Run, RunStatus, data_file_record, read_run, reopen_run, start_run
 from core.state.events import EventLog
@@ -47,10 +49,9 @@ from core.state.layout import BaseDir
 from core.state.status import StatusFile
 from trainer.checkpoints.markers import remove_incomplete
 from trainer.config import TrainConfig, load_config
+from trainer.distributed import is_main_process, world_size
 
 logger = logging.getLogger(__name__)
-
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def stop_with_parent(stop: StopFlag) -> None:
@@ -58,10 +59,9 @@ def stop_with_parent(stop: StopFlag) -> None:
 
     The child runs in its own session, so nothing else stops it: an orphan would keep training
     while a restarted daemon resumes the same file. With this it checkpoints and exits instead.
+    Under torchrun the parent is torchrun's agent (see ``core.child.agent``).
     """
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
+    if not set_parent_death_signal(parent_death_signal()):
         logger.debug("prctl is not available; the child will not notice if the daemon dies")
         return
     expected = os.environ.get(PARENT_PID_ENV)
@@ -85,13 +85,19 @@ def run(args: argparse.Namespace) -> int:
     )
     config_text = config_path.read_text(encoding="utf-8")
     model_source = args.model_source or layout.model_source(config)
-    with open_file_run(layout, output, config, config_text, args.file, model_source, resume) as run:
+    main_process = is_main_process()  # under torchrun only rank 0 writes the run, status and result
+    run_folder = open_file_run(layout, output, config, config_text, args.file, model_source, resume) \
+        if main_process else FollowerRun()
+    gate = GateRun(layout, config, args.file, model_source, measure=main_process)
+    with run_folder as run:
         trainer = start_job(
             run, config, config_text, args.file, base_dir=layout.root, model_source=model_source,
             output_dir=output / CHECKPOINTS_DIRNAME, label=args.file.name, resume=resume,
-            extra_callbacks=[progress], tensorboard_server=False,
+            extra_callbacks=[progress], tensorboard_server=False, replay=gate.replay_examples,
         )
-        progress.status.update(attention_backend=trainer.attention.value)
+        gate.measure_before(trainer)  # the model as loaded is the current model, also on a resume
+        if main_process:
+            progress.status.update(attention_backend=trainer.attention.value)
         if stop.requested:
             run.finish(RunStatus.INTERRUPTED)
             return _finish(output, "interrupted", EXIT_INTERRUPTED, steps=None, resumed_from=args.resume)
@@ -103,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
                 output, "interrupted", EXIT_INTERRUPTED, steps=state.global_step, resumed_from=args.resume
             )
         finish_job(run, trainer, result, output / MODEL_DIRNAME)
-    return _finish(output, "trained", EXIT_TRAINED, **asdict(result), resumed_from=args.resume, run=run.id)
+        measured = gate.measure_after(trainer, output / MODEL_DIRNAME)
+    return _finish(output, "trained", EXIT_TRAINED, **asdict(result), resumed_from=args.resume, run=run.id,
+                   gate=measured)
 
 
 def open_file_run(
@@ -116,18 +124,21 @@ def open_file_run(
     """
     pointer = output / RUN_POINTER
     previous = read_run(Path(pointer.read_text().strip())) if pointer.exists() else None
+    launch = {"launcher": "torchrun" if world_size() > 1 else "python", "processes": world_size()}
     if previous is not None and resume is not None:
-        return reopen_run(previous, from_checkpoint=str(resume))
+        return reopen_run(previous, from_checkpoint=str(resume), **launch)
     run = start_run(
         layout.runs, phase="daemon", config=config, config_text=config_text,
         data_files=[data_file_record(data_file)], base_dir=layout.root,
-        extra={"model_source": model_source, "work_dir": str(output)},
+        extra={"model_source": model_source, "work_dir": str(output), **launch},
     )
     atomic_write_text(pointer, f"{run.path}\n")
     return run
 
 
 def _finish(output: Path, outcome: str, code: int, **fields) -> int:
+    if not is_main_process():
+        return code  # rank 0 writes the group's result
     try:
         atomic_write_json(output / RESULT_FILENAME, {"outcome": outcome, "exit_code": code, **fields})
     except OSError as exc:
@@ -156,14 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the training child; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if is_main_process() else logging.WARNING  # one progress log, not one per rank
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.output.mkdir(parents=True, exist_ok=True)
     try:
         return run(args)
     except Exception as exc:
         logger.exception("training %s failed", args.file.name)
         code = EXIT_DISK_FULL if is_disk_full(exc, args.output) else EXIT_FAILED
-        if code == EXIT_DISK_FULL:
+        if code == EXIT_DISK_FULL and is_main_process():
             # A half-written checkpoint only keeps the disk full; the last complete one is kept.
             remove_incomplete(args.output / CHECKPOINTS_DIRNAME)
         return _finish(

@@ -6,16 +6,32 @@ Every subcommand takes ``--base-dir`` (default: the current directory).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
+import os
 import sys
 from pathlib import Path
 
 from core.base.errors import UserError
+from core.cli.chat import add_chat_parser
+from core.cli.eval import add_eval_parser
+from core.cli.export import add_export_parser
+from core.cli.http import add_http_parsers
 from core.cli.setup import add_config_parser, add_init_status_parsers, add_prepare_model_parser
 from core.cli.snapshots import add_snapshot_parsers
 from core.cli.training import add_daemon_parsers, add_run_parser, add_train_parser
 
 logger = logging.getLogger("trainctl")
+
+DESCRIPTION = (
+    "Fine-tune a language model on every JSONL file dropped into a base dir's inbox (LoRA or full "
+    "fine-tune), snapshot each result and promote it to current_model; roll back any time."
+)
+EPILOG = (
+    "first steps: trainctl init mybase; cp data.jsonl mybase/inbox/; trainctl daemon --base-dir "
+    "mybase --once; trainctl snapshots list --base-dir mybase. `trainctl COMMAND --help` for each command."
+)
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a process ended by SIGPIPE, as `cmd | head` expects
 
 
 def _base_dir_parent() -> argparse.ArgumentParser:
@@ -28,7 +44,8 @@ def _base_dir_parent() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     parent = _base_dir_parent()
-    parser = argparse.ArgumentParser(prog="trainctl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="trainctl", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"trainctl {importlib.metadata.version('trainctl')}")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
     add_config_parser(sub, parent)
@@ -37,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_model_parser(sub, parent)
     add_init_status_parsers(sub, parent)
     add_snapshot_parsers(sub, parent)
+    add_eval_parser(sub, parent)
     add_daemon_parsers(sub, parent)
+    add_chat_parser(sub, parent)
+    add_export_parser(sub, parent)
+    add_http_parsers(sub, parent)
     return parser
 
 
@@ -49,8 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.base_dir = args.base_dir.resolve()
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+        return code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`trainctl status | head`): stop quietly. stdout points at /dev/null
+        # so that the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 

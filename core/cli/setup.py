@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from core.base.errors import UserError
 from core.state import layout, status
 from trainer.config import config_to_dict, json_schema, load_config
+from trainer.model.positions import check_max_length
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
@@ -22,7 +24,9 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    config = load_config(layout.BaseDir.at(args.base_dir).config_file)
+    base = layout.existing_base_dir(args.base_dir)
+    config = load_config(base.config_file)
+    check_max_length(config, base.model_source(config), base.config_file)
     print(json.dumps(config_to_dict(config), indent=2))
     return 0
 
@@ -40,11 +44,16 @@ def add_config_parser(sub, parent) -> None:
 def cmd_init(args: argparse.Namespace) -> int:
     base = layout.init_base_dir(args.dir or args.base_dir)
     print(f"base dir ready: {base.root} (config: {base.config_file})")
+    try:
+        print(f"model to train: {base.model_source(load_config(base.config_file))}")
+    except UserError as exc:
+        print(f"model to train: not ready: {exc}")
+    print(f"next: copy JSONL files into {base.inbox}, then `trainctl daemon --base-dir {base.root} --once`")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    path = layout.BaseDir.at(args.base_dir).status_file
+    path = layout.existing_base_dir(args.base_dir).status_file
     if args.watch:
         status.watch_status(path, args.interval, sys.stdout, clear=sys.stdout.isatty())
         return 0
@@ -74,13 +83,14 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
     # Imported here: the conversion pulls in torch and transformers, which other commands skip.
     from trainer.model.embedded import prepare_model
 
-    prepare_model(args.base_dir, force=args.force)
+    print(f"embedded model ready: {prepare_model(force=args.force)}")
     return 0
 
 
 def add_prepare_model_parser(sub, parent) -> None:
     prepare = sub.add_parser(
-        "prepare-model", parents=[parent], help="convert the embedded SmolLM2-135M-Instruct into models/"
+        "prepare-model", parents=[parent],
+        help="convert the embedded SmolLM2-135M-Instruct once into the models home, for every base dir",
     )
     prepare.add_argument("--force", action="store_true", help="convert again even if it is present")
     prepare.set_defaults(func=cmd_prepare_model)

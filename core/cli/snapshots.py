@@ -1,31 +1,30 @@
-"""``trainctl snapshots list|pin|unpin`` and ``rollback``."""
+"""``trainctl snapshots list|pin|unpin|promote`` and ``rollback``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from core.cli.eval import add_promote_parser, cmd_promote
+from core.snapshots.rollback import rollback_recorded
 from core.snapshots.store import SnapshotError, SnapshotStore, format_snapshot_table
 from core.state import layout
-from core.state.events import EventLog, EventType
 
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
-    store = SnapshotStore(layout.BaseDir.at(args.base_dir))
+    store = SnapshotStore(layout.existing_base_dir(args.base_dir))
     if args.snapshots_command == "list":
         print(format_snapshot_table(store.list()))
         return 0
+    if args.snapshots_command == "promote":
+        return cmd_promote(args)
     info = store.pin(args.id) if args.snapshots_command == "pin" else store.unpin(args.id)
     print(f"{info.id}: {'pinned' if info.pinned else 'not pinned'}")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    base = layout.BaseDir.at(args.base_dir)
-    store = SnapshotStore(base)
-    before = store.current()
-    after = store.rollback(args.snapshot)
-    EventLog(base.events_file).emit(EventType.ROLLBACK, **{"from": before and before.id, "to": after.id})
+    before, after = rollback_recorded(layout.existing_base_dir(args.base_dir), args.snapshot)
     print(f"current_model -> {after.id} (was {before.id if before else 'none'})")
     return 0
 
@@ -48,6 +47,7 @@ def add_snapshot_parsers(sub, parent) -> None:
     for name, text in (("pin", "keep a snapshot when old ones are pruned"), ("unpin", "undo pin")):
         pin = snaps_sub.add_parser(name, parents=[parent], help=text)
         pin.add_argument("id", help="snapshot id or unique id prefix")
+    add_promote_parser(snaps_sub, parent)
     snaps.set_defaults(func=_snapshot_errors_exit_1(cmd_snapshots))
     rollback = sub.add_parser("rollback", parents=[parent], help="point current_model at an earlier snapshot")
     rollback.add_argument("snapshot", help="snapshot id, unique id prefix, or 'previous'")

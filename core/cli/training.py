@@ -5,23 +5,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.daemon.work_queue import requeue_failed
 from core.state import layout
 from trainer.config import load_config
+from trainer.model.positions import check_max_length
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from core.child.torchrun import group_for_command, train_in_group
     from core.runs.job import train_file
+    from trainer.distributed import is_main_process
 
     config_file = layout.BaseDir.at(args.base_dir).config_file
     config = load_config(config_file)
-    result, model_dir = train_file(
-        config, args.file.resolve(), args.base_dir, output=args.output,
-        config_text=config_file.read_text(encoding="utf-8"),
-    )
-    print(
-        f"trained {result.steps} steps on {result.examples} examples of {args.file.name}: "
-        f"loss {result.first_loss:.4f} -> {result.last_loss:.4f}\nmodel: {model_dir}"
-    )
+    config_text = config_file.read_text(encoding="utf-8")
+    if (group := group_for_command(config)) is not None:  # distributed.nproc_per_node above 1
+        return train_in_group(group, config, config_text, args.file.resolve(), args.base_dir.resolve(), args.output)
+    result, model_dir = train_file(config, args.file.resolve(), args.base_dir, output=args.output,
+                                   config_text=config_text)
+    if is_main_process():
+        print(
+            f"trained {result.steps} steps on {result.examples} examples of {args.file.name}: "
+            f"loss {result.first_loss:.4f} -> {result.last_loss:.4f}\nmodel: {model_dir}"
+        )
     return 0
 
 
@@ -43,9 +49,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from trainer.data.validation import format_report, validate_path
 
-    base = layout.BaseDir.at(args.base_dir)
+    base = layout.existing_base_dir(args.base_dir)
     config = load_config(base.config_file)
-    report = validate_path(args.file, config, base.model_source(config))
+    source = base.model_source(config)
+    check_max_length(config, source, base.config_file)
+    report = validate_path(args.file, config, source)
     print(report.model_dump_json(indent=2) if args.json else format_report(report))
     return 0 if report.usable else 1
 
@@ -60,6 +68,17 @@ def add_daemon_parsers(sub, parent) -> None:
     validate.add_argument("file", type=Path, help="JSONL file to check")
     validate.add_argument("--json", action="store_true", help="print the full report as JSON")
     validate.set_defaults(func=cmd_validate)
+    retry = sub.add_parser(
+        "retry", parents=[parent], help="move a failed file back into the inbox (its stale report is deleted)"
+    )
+    retry.add_argument("name", help="file name in queue/failed/, e.g. data.jsonl")
+    retry.set_defaults(func=cmd_retry)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    target = requeue_failed(layout.existing_base_dir(args.base_dir), args.name)
+    print(f"{args.name}: back in {target.parent}; the daemon trains it again")
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from core.base.locking import hand_over, lock_for_child, lock_holder, wait_for_l
 from core.child.launcher import launch_training
 from core.child.protocol import CHILD_LOCK_FILENAME
 from core.child.supervisor import POLL_SECONDS, StopRequest, wait_for_child
+from core.child.torchrun import GroupLaunch, group_exit_code
 from core.daemon.work_queue import WorkItem
 from core.state.layout import BaseDir
 from trainer.config import TrainConfig
@@ -34,17 +35,21 @@ def run_child(
     The work folder's lock is taken here, before the child starts, and handed to it, so that no
     moment of the child's life is unguarded against a second daemon.
     """
+    group = GroupLaunch.from_config(config)
+    if group is not None:
+        logger.info("%s: training under torchrun with %d processes", item.path.name, group.processes)
     lock = lock_for_child(item.work_dir / CHILD_LOCK_FILENAME)  # held until the child exits
     try:
         child = launch_training(
             layout.root, item.path, item.work_dir, config_file=item.write_config(config),
-            model_source=model_source, resume=resume, log_file=log_file, pass_fds=(lock,),
+            model_source=model_source, resume=resume, log_file=log_file, pass_fds=(lock,), group=group,
         )
     except BaseException:
         os.close(lock)
         raise
     hand_over(lock, child.pid)
-    return wait_for_child(child, stop, config.daemon.stop_timeout_seconds, on_tick=on_tick, on_stop=on_stop)
+    code = wait_for_child(child, stop, config.daemon.stop_timeout_seconds, on_tick=on_tick, on_stop=on_stop)
+    return group_exit_code(code, item.read_result()) if group else code
 
 
 def wait_for_orphan(item: WorkItem, config: TrainConfig, stop: StopRequest, watchdog: Callable[[], None]) -> bool:

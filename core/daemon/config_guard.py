@@ -1,8 +1,9 @@
 """Re-read ``config.json`` before each file, keeping the last good config when an edit is refused.
 
 An edit is refused when it is invalid, or when it cannot continue the current model: a different
-``base_model`` or ``method``, or (for LoRA) a different adapter rank or target modules than the
-snapshot in ``current_model`` was trained with. The daemon then records the reason (status
+``base_model`` or ``method``, or (for LoRA) a different adapter rank, target modules, DoRA, rsLoRA
+or saved modules than the snapshot in ``current_model`` was trained with; and when this machine
+cannot run it (``method: qlora`` without CUDA). The daemon then records the reason (status
 ``last_error``, a ``config_rejected`` event, once per edit) and carries on with the previous config.
 """
 
@@ -12,11 +13,14 @@ import hashlib
 import logging
 from pathlib import Path
 
+from core.child.torchrun import launch_problems
 from core.snapshots.store import SnapshotError, SnapshotStore, read_manifest
 from core.state.events import EventLog, EventType
 from core.state.layout import BaseDir
 from core.state.status import StatusFile
 from trainer.config import ConfigError, TrainConfig, load_config
+from trainer.config.schema import LoraSettings
+from trainer.model.hardware import qlora_problem
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +29,11 @@ NEW_LINEAGE_HINT = (
     "aside (or `trainctl init` a new base dir and drop the files there). Until then the daemon keeps "
     "training with the previous config."
 )
+
+
+ADAPTER_KEYS = ("r", "target_modules", "use_dora", "modules_to_save", "use_rslora")
+"""``lora`` settings an adapter is made of: its shapes, the extra modules it saves, the scale its
+weights were trained for. A snapshot trained before a key existed had its default."""
 
 
 def lineage_problems(config: TrainConfig, trained_with: dict, base_dir: Path) -> list[str]:
@@ -41,12 +50,18 @@ def lineage_problems(config: TrainConfig, trained_with: dict, base_dir: Path) ->
         changes.append(f"base_model {trained_with.get('base_model')!r} -> {config.base_model!r}")
     if trained_with.get("method") != config.method:
         changes.append(f"method {trained_with.get('method')!r} -> {config.method!r}")
-    elif config.method == "lora":
-        if old_lora.get("r") != config.lora.r:
-            changes.append(f"lora.r {old_lora.get('r')} -> {config.lora.r}")
-        if sorted(old_lora.get("target_modules") or []) != sorted(config.lora.target_modules):
-            changes.append(f"lora.target_modules {old_lora.get('target_modules')} -> {config.lora.target_modules}")
+    elif config.adapter:
+        new_lora = config.lora.model_dump()
+        for key in ADAPTER_KEYS:
+            old, new = old_lora.get(key, LoraSettings().model_dump()[key]), new_lora[key]
+            if _as_set(old) != _as_set(new):
+                changes.append(f"lora.{key} {old} -> {new}")
     return changes
+
+
+def _as_set(value: object) -> object:
+    """Module lists compare as sets (their order means nothing to PEFT); other values as they are."""
+    return frozenset(value) if isinstance(value, list) else value
 
 
 def _model_key(name: object, base_dir: Path) -> str:
@@ -96,6 +111,12 @@ class ConfigGuard:
             )
             self._reject(message, problems)
             return self.config
+        machine = launch_problems(config, daemon=True)
+        if quantization := qlora_problem(config.method):
+            machine.append(quantization)
+        if machine:
+            self._reject(f"{self.layout.config_file}: refused on this machine: {'; '.join(machine)}", machine)
+            return self.config
         if self.config is not None and config != self.config:
             logger.info("%s changed; the next file trains with the new config", self.layout.config_file)
         if self._last_rejection is not None:
@@ -103,6 +124,11 @@ class ConfigGuard:
             self._last_rejection = None
         self.config = config
         return config
+
+    @property
+    def rejection(self) -> str | None:
+        """Why the current ``config.json`` is refused (the last good one is in force), or None."""
+        return self._last_rejection
 
     def _lineage(self, config: TrainConfig, snapshot: Path) -> list[str]:
         try:

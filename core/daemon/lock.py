@@ -1,7 +1,8 @@
 """One daemon per base dir: an ``fcntl.flock`` on ``status/daemon.lock`` that holds the owner's pid.
 
 The kernel releases the lock when the process dies, however it dies, so a crash never leaves a stale
-lock; the pid in the file is only there to tell a second daemon whom it collided with.
+lock; the pid in the file tells a second daemon whom it collided with, and :func:`lock_holder`
+(``python -m core.daemon.lock LOCK_FILE``, used by ``scripts/daemonctl.sh``) who runs now.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import errno
 import fcntl
 import logging
 import os
+import sys
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -82,3 +84,55 @@ def read_lock_pid(path: Path) -> int | None:
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid of the live daemon holding the lock at ``path``, or None when no daemon holds it.
+
+    The pid in the file counts only while that process is alive and, where ``/proc/locks`` can be
+    read (Linux), while the file is flock-ed: a crashed daemon's pid, or a reused one, never counts.
+    Nothing here takes the lock, so asking never gets in the way of a daemon that is starting.
+    """
+    pid = read_lock_pid(path)
+    if pid is None or not _alive(pid):
+        return None
+    return pid if _flocked(Path(path)) in (True, None) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _flocked(path: Path) -> bool | None:
+    """Whether some process holds an flock on ``path`` (None: cannot tell on this system)."""
+    try:
+        stat = os.stat(path)
+        table = Path("/proc/locks").read_text(encoding="ascii")
+    except OSError:
+        return None
+    inode = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:5678 0 EOF"; waiters have "->" after the number.
+    return any(f[1] == "FLOCK" and f[5] == inode for f in (line.split() for line in table.splitlines()) if len(f) > 5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m core.daemon.lock LOCK_FILE``: print the holder's pid (exit 0), or exit 1 if none."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m core.daemon.lock LOCK_FILE", file=sys.stderr)
+        return 2
+    pid = lock_holder(Path(args[0]))
+    if pid is None:
+        return 1
+    print(pid)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,6 @@ Run it with ``trainctl daemon --base-dir DIR [--once]`` or ``python -m core.daem
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import threading
 import time
@@ -37,11 +36,13 @@ from core.child.protocol import EXIT_DISK_FULL, EXIT_TRAINED
 from core.child.supervisor import POLL_SECONDS, StopRequest
 from core.daemon.child_run import log_tail, run_child, wait_for_orphan
 from core.daemon.config_guard import ConfigGuard
+from core.daemon.environment import EnvironmentGuard
 from core.daemon.inbox import Inbox, InboxFile, InboxWatcher, StabilityTracker, check_regular_file, claim
 from core.daemon.lock import DaemonLock
-from core.daemon.outcomes import PROGRESS_CLEARED, Outcome, OutcomeRecorder
+from core.daemon.outcomes import PROGRESS_CLEARED, Outcome, OutcomeCounts, OutcomeRecorder
 from core.daemon.sd_notify import SystemdNotifier
 from core.daemon.work_queue import WorkItem, WorkState, leftover_files
+from core.http.server import start_daemon_server, stop_daemon_server
 from core.runs.tensorboard import ensure_tensorboard
 from core.snapshots.promotion import promote_run, recover_promotion
 from core.snapshots.store import SnapshotError, SnapshotStore, verify_snapshot
@@ -55,7 +56,7 @@ from trainer.data.validation import ValidationReport, validate_file
 from trainer.model.loading import load_tokenizer
 
 logger = logging.getLogger(__name__)
-
+PAUSES = (Outcome.IDLE, Outcome.CONFIG_REJECTED, Outcome.WAITING, Outcome.DISK_FULL, Outcome.BLOCKED)
 
 
 class TrainingDaemon:
@@ -83,7 +84,10 @@ class TrainingDaemon:
         self.guard = ConfigGuard(self.layout, self.events, self.status)
         self.tracker = StabilityTracker(0.0, clock)
         self.notifier = notifier or SystemdNotifier()
-        self.record = OutcomeRecorder(self.layout, self.events, self.status, self.ledger, self.notifier)
+        self.record = OutcomeRecorder(self.layout, self.events, self.status, self.ledger, self.notifier,
+                                      standing_error=lambda: self.guard.rejection)
+        self.environment = EnvironmentGuard(self.layout, self.snapshots, self.events, self.status)
+        self.counts = OutcomeCounts()
         self.wake = threading.Event()
         self.stop = StopRequest()
         self._detected: set[Path] = set()
@@ -100,6 +104,8 @@ class TrainingDaemon:
         if config is None:
             return Outcome.CONFIG_REJECTED
         self.tracker.stable_seconds = config.daemon.stable_seconds
+        if self.environment.blocked(config):  # files stay where they are until it is fixed
+            return Outcome.BLOCKED
         leftovers = leftover_files(self.layout.processing)
         if leftovers:
             logger.info("%s was left in %s; taking it up again", leftovers[0].name, self.layout.processing)
@@ -111,6 +117,8 @@ class TrainingDaemon:
         return self._handle(WorkItem(path), config, leftover=bool(leftovers))
 
     def _claim_next(self) -> Path | Outcome:
+        if self.layout.pause_file.exists():  # POST /api/pause: claim nothing until /api/resume
+            return Outcome.IDLE
         scan = self.inbox.scan()
         for entry in scan.ignored:
             self.events.emit(EventType.ENTRY_IGNORED, path=self._relative(entry.path), reason=entry.reason)
@@ -137,7 +145,7 @@ class TrainingDaemon:
     def _handle(self, item: WorkItem, config: TrainConfig, leftover: bool) -> Outcome:
         name = item.path.name
         self.notifier.status(f"processing {name}")
-        self.status.update(state=DaemonState.VALIDATING, current_file=name,
+        self.status.update(state=DaemonState.VALIDATING, current_file=name, paused=None,
                            model_display_name=config.model_display_name, **PROGRESS_CLEARED)
         digest = None
         try:
@@ -145,8 +153,8 @@ class TrainingDaemon:
             digest = sha256_file(item.path)
             entry = self._trained_before(digest)
             if leftover and (entry is None or entry.get("file") == name):
-                if (snapshot := recover_promotion(self.snapshots, self.ledger, name, digest)) is not None:
-                    return self.record.trained(item, digest, snapshot.id, recovered=True)
+                if (snapshot := recover_promotion(self.snapshots, self.ledger, item, digest, config)) is not None:
+                    return self.record.gated(item, digest, snapshot, recovered=True)
             if entry is not None:
                 return self.record.duplicate(item, digest, entry)
             state = item.load_state(digest)
@@ -167,7 +175,7 @@ class TrainingDaemon:
 
     def _trained_before(self, digest: str) -> dict | None:
         entry = self.ledger.lookup(digest)
-        return entry if entry and entry.get("outcome") == "trained" else None
+        return entry if entry and entry.get("outcome") in ("trained", "rejected") else None
 
     def _model_source(self, config: TrainConfig) -> tuple[str, str | None]:
         """The model to train from, and the snapshot id it is (None for the base model).
@@ -209,7 +217,7 @@ class TrainingDaemon:
         self.notifier.status(f"training {name} (attempt {state.attempts})")
         item.clear_result()
         self._start_tensorboard()
-        log_file = self.layout.logs / f"train-{name}.log"
+        log_file = self.layout.logs / f"train-{item.path.stem}.log"
         code = run_child(self.layout, item, config, state.model_source, resume, log_file, self.stop,
                          on_tick=self.notifier.watchdog, on_stop=self._stopping)
         result = item.read_result() or {}
@@ -220,8 +228,7 @@ class TrainingDaemon:
         if self.stop.requested:
             state.attempts -= 1  # stopped on request: not the file's fault
             item.save_state(state)
-            logger.info("%s: stopped at step %s; it resumes on the next start", name, result.get("steps"))
-            return Outcome.INTERRUPTED
+            return self.record.paused(name, result.get("steps"), report.estimate.steps)
         error = result.get("error") or f"training child exited with code {code}; see {log_file}"
         if code == EXIT_DISK_FULL:
             state.attempts -= 1  # a full disk is not the file's fault
@@ -238,8 +245,8 @@ class TrainingDaemon:
                  result: dict) -> Outcome:
         self.status.update(state=DaemonState.SNAPSHOTTING)
         snapshot = promote_run(self.snapshots, self.ledger, item, config, state, result)
-        return self.record.trained(item, state.sha256, snapshot.id, attempts=state.attempts, training=result,
-                                   validation=report.model_dump(mode="json"))
+        return self.record.gated(item, state.sha256, snapshot, attempts=state.attempts, training=result,
+                                 validation=report.model_dump(mode="json"))
 
     def _disk_full(self, name: str, error: str) -> Outcome:
         """Keep the file for a retry once there is space again; record why, where there is room to."""
@@ -259,11 +266,11 @@ class TrainingDaemon:
     # --- helpers ------------------------------------------------------------------------------
 
     def _start_tensorboard(self) -> None:
-        """One TensorBoard server for ``runs/`` (each file's run writes there), started once."""
-        if self._tensorboard_url is None:
-            self._tensorboard_url = ensure_tensorboard(self.layout.runs)
-            if self._tensorboard_url:
-                self.status.update(tensorboard_url=self._tensorboard_url)
+        """One TensorBoard server for ``runs/`` (each file's run writes there), restarted if it died."""
+        url = ensure_tensorboard(self.layout.runs)
+        if url != self._tensorboard_url:
+            self._tensorboard_url = url
+            self.status.update(tensorboard_url=url)
 
     def _relative(self, path: Path) -> str:
         return str(path.relative_to(self.layout.inbox)) if path.is_relative_to(self.layout.inbox) else str(path)
@@ -280,8 +287,7 @@ class TrainingDaemon:
         """Loop over ``run_once()`` until stopped (or, with ``once``, until the inbox is empty).
 
         Returns:
-            The exit code: 0, 2 when ``once`` found no usable config.json, 1 when ``once`` stopped
-            on a full disk.
+            The exit code; with ``once``, ``OutcomeCounts.exit_code()`` (1 when a file was not trained).
 
         Raises:
             DaemonLockedError: another daemon runs on this base dir.
@@ -300,16 +306,15 @@ class TrainingDaemon:
                         if not is_disk_full(exc, self.layout.root):
                             raise
                         outcome = self._disk_full("the daemon", f"{type(exc).__name__}: {exc}")
-                    if once and outcome in (Outcome.IDLE, Outcome.CONFIG_REJECTED, Outcome.DISK_FULL):
+                    self.counts.add(outcome)
+                    if once and outcome in PAUSES and outcome is not Outcome.WAITING:
                         break
-                    if outcome in (Outcome.IDLE, Outcome.CONFIG_REJECTED, Outcome.WAITING, Outcome.DISK_FULL):
+                    if outcome in PAUSES:
                         self._sleep(outcome)
             finally:
                 watcher.stop()
                 self._stopped()
-        if once and outcome is Outcome.DISK_FULL:
-            return 1
-        return 2 if outcome is Outcome.CONFIG_REJECTED else 0
+        return self.counts.exit_code() if once else (2 if outcome is Outcome.CONFIG_REJECTED else 0)
 
     def _sleep(self, outcome: Outcome) -> None:
         """Wait for a file-system event, the next rescan, or a stop request."""
@@ -325,7 +330,8 @@ class TrainingDaemon:
         logger.info("daemon started on %s (pid %d)", self.layout.root, os.getpid())
         self.events.emit(EventType.DAEMON_STARTED, pid=os.getpid(), base_dir=str(self.layout.root))
         config = self.guard.reload()
-        self.status.update(state=DaemonState.IDLE, daemon_pid=os.getpid(), started_at=utc_now_iso(),
+        self.http = start_daemon_server(self.layout, config.http if config else None, self.wake)
+        self.status.update(state=DaemonState.IDLE, daemon_pid=os.getpid(), started_at=utc_now_iso(), tensorboard_url=None,
                            model_display_name=config.model_display_name if config else None,
                            current_file=None, **PROGRESS_CLEARED)
         self.notifier.ready("watching the inbox")
@@ -336,6 +342,7 @@ class TrainingDaemon:
 
     def _stopped(self) -> None:
         self.notifier.stopping()
-        self.status.update(state=DaemonState.IDLE, daemon_pid=None, **PROGRESS_CLEARED)
+        stop_daemon_server(self.http)
+        self.status.update(state=DaemonState.IDLE, daemon_pid=None, tensorboard_url=None, **PROGRESS_CLEARED)
         self.events.emit(EventType.DAEMON_STOPPED, pid=os.getpid(), forced=self.stop.forced)
         logger.info("daemon stopped (pid %d)", os.getpid())

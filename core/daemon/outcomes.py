@@ -8,11 +8,14 @@ returns the status to idle, so a failed file is a recorded outcome and the daemo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import Enum
 
 from core.base.clock import utc_now_iso
 from core.daemon.sd_notify import SystemdNotifier
 from core.daemon.work_queue import WorkItem, file_away
+from core.snapshots.gate import Verdict
+from core.snapshots.store import SnapshotInfo
 from core.state.events import EventLog, EventType
 from core.state.layout import BaseDir
 from core.state.ledger import Ledger
@@ -36,6 +39,8 @@ class Outcome(str, Enum):
     """Files are in the inbox, but still changing (see ``daemon.stable_seconds``)."""
     TRAINED = "trained"
     """Trained and promoted; filed in queue/done."""
+    REJECTED = "rejected"
+    """Trained, but the promotion gate rejected the model; filed in queue/rejected, kept as a snapshot."""
     DUPLICATE = "duplicate"
     """Same content as a file trained before; filed in queue/done without training."""
     INVALID = "invalid"
@@ -51,6 +56,15 @@ class Outcome(str, Enum):
     DISK_FULL = "disk_full"
     """A write failed for lack of space; the file stays in queue/processing (the attempt is not
     counted) and is retried from its last checkpoint after ``daemon.rescan_seconds``."""
+    BLOCKED = "blocked"
+    """An environment fault (base model, tokenizer, current_model; see core.daemon.environment)
+    holds; nothing was taken and the files stay where they are until it is fixed."""
+
+
+COUNTED = ("trained", "duplicate", "invalid", "failed")
+"""Outcomes that ``daemon --once`` always counts on its last line, in this order."""
+NOT_TRAINED = ("invalid", "failed", "rejected")
+"""Outcomes of a file that was filed away untrained: ``daemon --once`` then exits 1."""
 
 
 class OutcomeRecorder:
@@ -62,16 +76,21 @@ class OutcomeRecorder:
         status: The status file.
         ledger: The exactly-once ledger (failed contents are recorded too, for history).
         notifier: systemd status line.
+        standing_error: The error that outlives a trained file (a refused config.json), or None:
+            ``last_error`` becomes it once a file trains, so a file's old error is cleared.
     """
 
     def __init__(
-        self, layout: BaseDir, events: EventLog, status: StatusFile, ledger: Ledger, notifier: SystemdNotifier
+        self, layout: BaseDir, events: EventLog, status: StatusFile, ledger: Ledger, notifier: SystemdNotifier,
+        standing_error: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.layout = layout
         self.events = events
         self.status = status
         self.ledger = ledger
         self.notifier = notifier
+        self.standing_error = standing_error
+        self._reported: set[tuple[str, str]] = set()
 
     def trained(self, item: WorkItem, digest: str, snapshot_id: str, **report) -> Outcome:
         """The file's snapshot is current: file it in queue/done."""
@@ -79,13 +98,61 @@ class OutcomeRecorder:
         self.events.emit(EventType.SNAPSHOT_PROMOTED, file=name, snapshot=snapshot_id)
         self._file(item, self.layout.done, Outcome.TRAINED, sha256=digest, snapshot=snapshot_id, **report)
         self.status.update(state=DaemonState.IDLE, current_file=None, last_completed_file=name,
-                           current_snapshot=snapshot_id, **PROGRESS_CLEARED)
+                           current_snapshot=snapshot_id, last_error=self.standing_error(), **PROGRESS_CLEARED)
         self.notifier.status(f"idle; last trained {name} -> {snapshot_id}")
         return Outcome.TRAINED
 
+    def gated(self, item: WorkItem, digest: str, snapshot: SnapshotInfo, **report) -> Outcome:
+        """The file's snapshot was judged: promoted (queue/done) or rejected (queue/rejected)."""
+        if snapshot.verdict == Verdict.REJECTED.value:
+            outcome = self.rejected(item, digest, snapshot, **report)
+        else:
+            outcome = self.trained(item, digest, snapshot.id, evaluation=snapshot.evaluation, **report)
+        # After the outcome, which rewrites last_error; a rejection's advice is not overwritten.
+        self.report_eval_problems(report.get("training"), in_status=outcome is Outcome.TRAINED)
+        return outcome
+
+    def rejected(self, item: WorkItem, digest: str, snapshot: SnapshotInfo, **report) -> Outcome:
+        """The gate kept ``current_model``: file it in queue/rejected with every set's losses and the rule."""
+        name, evaluation = item.path.name, snapshot.evaluation or {}
+        advice = (f"current_model is unchanged; inspect snapshot {snapshot.id} (`trainctl snapshots list`, "
+                  f"`trainctl eval {snapshot.id}`), fix the file and drop it in again, or promote it anyway "
+                  f"with `trainctl snapshots promote {snapshot.id} --force`")
+        self.events.emit(EventType.PROMOTION_REJECTED, file=name, snapshot=snapshot.id, rule=evaluation.get("rule"))
+        self._file(item, self.layout.rejected, Outcome.REJECTED, sha256=digest, snapshot=snapshot.id,
+                   rule=evaluation.get("rule"), evaluation=evaluation, message=advice, **report)
+        self.status.update(state=DaemonState.IDLE, current_file=None,
+                           last_error=f"{name}: rejected by the promotion gate ({evaluation.get('rule')}); {advice}",
+                           **PROGRESS_CLEARED)
+        self.notifier.status(f"idle; {name} rejected by the promotion gate")
+        return Outcome.REJECTED
+
+    def report_eval_problems(self, training: dict | None, in_status: bool = True) -> None:
+        """An unusable golden set: an event and the status line, once per path and reason."""
+        for problem in ((training or {}).get("gate") or {}).get("problems", []):
+            key = (problem["path"], problem["reason"])
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            self.events.emit(EventType.EVAL_SET_INVALID, path=problem["path"], reason=problem["reason"])
+            if in_status:
+                self.status.update(last_error=f"evaluation set {problem['path']} left out of the gate: "
+                                              f"{problem['reason']}")
+
     def duplicate(self, item: WorkItem, digest: str, entry: dict) -> Outcome:
-        """The same content was trained before (``entry`` is its ledger record): file it in queue/done."""
+        """The same content was trained (or rejected) before (``entry`` is its ledger record)."""
         name, original, snapshot = item.path.name, entry.get("file"), entry.get("snapshot")
+        if entry.get("outcome") == Outcome.REJECTED.value:
+            message = (f"same content as {original}, which the promotion gate rejected (snapshot {snapshot}); "
+                       f"not training it again. Promote that snapshot with `trainctl snapshots promote "
+                       f"{snapshot} --force`, or change the file")
+            self._file(item, self.layout.rejected, Outcome.DUPLICATE, sha256=digest, duplicate_of=original,
+                       snapshot=snapshot, message=message)
+            self.events.emit(EventType.FILE_DUPLICATE, file=name, duplicate_of=original, snapshot=snapshot,
+                             rejected=True)
+            self.status.update(state=DaemonState.IDLE, current_file=None, last_error=f"{name}: {message}",
+                               **PROGRESS_CLEARED)
+            return Outcome.DUPLICATE
         logger.info("%s has the same content as %s (snapshot %s); not training it again", name, original, snapshot)
         self._file(item, self.layout.done, Outcome.DUPLICATE, sha256=digest, duplicate_of=original,
                    snapshot=snapshot, message=f"duplicate of {original} (trained into snapshot {snapshot})")
@@ -127,3 +194,36 @@ class OutcomeRecorder:
         item.discard()
         report = {"file": item.path.name, "outcome": outcome.value, "finished_at": utc_now_iso(), **fields}
         file_away(item.path, folder, report)
+
+    def paused(self, name: str, steps: int | None, total: int | None) -> Outcome:
+        """Stopped on request: the file waits in queue/processing and resumes on the next start."""
+        where = f"at step {steps if steps is not None else 0} of {total if total is not None else '?'}"
+        logger.info("%s: stopped %s; it resumes on the next start", name, where)
+        self.status.update(paused=f"{name}: paused {where}, resumes on next start")
+        return Outcome.INTERRUPTED
+
+
+class OutcomeCounts:
+    """What ``daemon --once`` did, for its last line and its exit code."""
+
+    def __init__(self) -> None:
+        self.counts: dict[Outcome, int] = {}
+        self.last: Outcome | None = None
+
+    def add(self, outcome: Outcome) -> None:
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        self.last = outcome
+
+    def line(self) -> str:
+        """``trained 3, duplicate 1, invalid 0, failed 1`` (and any other outcome of a file that happened)."""
+        values = {outcome.value: n for outcome, n in self.counts.items()}
+        shown = [*COUNTED, *(v for v in NOT_TRAINED if v not in COUNTED and v in values)]
+        return ", ".join(f"{value} {values.get(value, 0)}" for value in shown)
+
+    def exit_code(self) -> int:
+        """2: no usable config.json; 1: a file was filed untrained (invalid, failed, rejected), or the
+        daemon stopped on a full disk or an environment fault; else 0."""
+        if self.last is Outcome.CONFIG_REJECTED:
+            return 2
+        untrained = any(outcome.value in NOT_TRAINED for outcome in self.counts)
+        return 1 if untrained or self.last in (Outcome.DISK_FULL, Outcome.BLOCKED) else 0

@@ -36,15 +36,20 @@ def serve(base_dir: Path, once: bool = False, log_level: str = "INFO") -> int:
 
     Returns:
         The exit code: 0 after a clean stop, 2 when ``once`` found no usable config.json, 1 when
-        ``once`` stopped on a full disk, :data:`EXIT_LOCKED` when another daemon runs on ``base_dir``.
+        ``once`` filed a file untrained (invalid, failed, rejected) or stopped on a full disk or an
+        environment fault, :data:`EXIT_LOCKED` when another daemon runs on ``base_dir``. ``once``
+        ends with the count line on stdout: ``trained N, duplicate N, invalid N, failed N``.
     """
     daemon = TrainingDaemon(base_dir)
     setup_logging(daemon.layout, log_level)
     try:
-        return daemon.run_forever(once=once)
+        code = daemon.run_forever(once=once)
     except DaemonLockedError as exc:
         logger.error("%s", exc)
         return EXIT_LOCKED
+    if once:
+        print(daemon.counts.line(), flush=True)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

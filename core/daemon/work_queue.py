@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from core.base.atomic import atomic_write_json, fsync_dir
+from core.base.errors import UserError
 from core.child.protocol import CHECKPOINTS_DIRNAME, MODEL_DIRNAME, RESULT_FILENAME
 from core.daemon.inbox import SUFFIX, free_name
+from core.state.layout import BaseDir
 from trainer.checkpoints.markers import latest_checkpoint
 from trainer.config import TrainConfig, config_to_dict
 
@@ -141,3 +143,30 @@ def file_away(path: Path, folder: Path, report: dict) -> Path:
 def report_path(path: Path) -> Path:
     """Where the report of a filed-away ``path`` lives."""
     return path.with_name(path.name + REPORT_SUFFIX)
+
+
+def requeue_failed(layout: BaseDir, name: str) -> Path:
+    """Move ``queue/failed/NAME`` back into the inbox and delete its stale report (``trainctl retry``).
+
+    The daemon then takes it like any new file: validated and trained again from ``current_model``.
+
+    Returns:
+        The file's path in the inbox.
+
+    Raises:
+        UserError: there is no such failed file, or a file of that name already waits in the inbox.
+    """
+    source = layout.failed / Path(name).name
+    if not source.is_file() or name.endswith(REPORT_SUFFIX):
+        failed = sorted(p.name for p in layout.failed.glob(f"*{SUFFIX}")) if layout.failed.is_dir() else []
+        raise UserError(f"no failed file {name!r} in {layout.failed}; failed files: {', '.join(failed) or 'none'}")
+    target = layout.inbox / source.name
+    if target.exists():
+        raise UserError(f"{target} already exists; move it away first, then retry {source.name}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(source, target)
+    report_path(source).unlink(missing_ok=True)
+    fsync_dir(target.parent)
+    fsync_dir(source.parent)
+    logger.info("%s: moved back into %s for another try", source.name, target.parent)
+    return target

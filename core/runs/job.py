@@ -9,21 +9,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from core.base.errors import UserError
-from core.runs.run import Run, RunStatus, data_file_record, run_results, start_run
+from core.runs.follower import FollowerRun
+from core.runs.run import Run, RunStatus, data_file_record, read_run, run_results, start_run
 from core.runs.tensorboard import ensure_tensorboard
 from core.state.layout import BaseDir
 from core.train import TrainResult, UltimateTrainer
 from trainer.callbacks import build_run_callbacks
 from trainer.checkpoints.resume import ResumeError, check_resume_compatible
 from trainer.config import TrainConfig, config_to_dict
+from trainer.distributed import is_main_process, world_size
 
 logger = logging.getLogger(__name__)
+
+GROUP_RUN_ENV = "TRAINCTL_GROUP_RUN"  # the run folder of a `trainctl train` under torchrun
 
 
 def start_job(
@@ -40,6 +45,7 @@ def start_job(
     device: str = "auto",
     extra_callbacks: Sequence[TrainerCallback] = (),
     tensorboard_server: bool = True,
+    replay: Sequence[dict] = (),
 ) -> UltimateTrainer:
     """Build and set up the ``UltimateTrainer`` of ``run``: callbacks, model, data, resume check.
 
@@ -56,6 +62,7 @@ def start_job(
         extra_callbacks: more callbacks, after the run's own (a checkpoint is complete before they see it).
         tensorboard_server: start (or reuse) this process's TensorBoard server and record its URL;
             the daemon runs its own server, so its child passes False.
+        replay: examples of earlier files to mix into the training rows (``core.memory``).
 
     Raises:
         UserError: the resume checkpoint cannot continue under this config or model.
@@ -65,12 +72,12 @@ def start_job(
     )
     job = UltimateTrainer(
         config, data_file, base_dir=base_dir, model_source=model_source, output_dir=output_dir,
-        callbacks=[*callbacks, *extra_callbacks], device=device,
+        callbacks=[*callbacks, *extra_callbacks], device=device, replay=replay,
     )
     job.setup()
     if resume is not None:
         try:
-            warnings = check_resume_compatible(resume, config, job.model.config)
+            warnings = check_resume_compatible(resume, config, job.model.config, world_size())
         except ResumeError as exc:
             raise UserError(str(exc)) from None
         run.update(resume_warnings=warnings)
@@ -102,16 +109,39 @@ def train_file(
     """
     config_text = config_text or json.dumps(config_to_dict(config))
     model_source = BaseDir.at(base_dir).model_source(config)
-    run = start_run(
-        BaseDir.at(base_dir).runs, phase="train", config=config, config_text=config_text,
-        data_files=[data_file_record(data_file)], base_dir=base_dir, extra={"model_source": model_source},
-    )
+    shared = os.environ.get(GROUP_RUN_ENV)
+    if shared is None:
+        run = open_train_run(config, config_text, data_file, base_dir)
+    else:  # one of a torchrun group: the process that started the group opened the run folder
+        run = _group_run(Path(shared))
     with run:
         model_dir = Path(output) if output else run.model_dir
         job = start_job(
             run, config, config_text, data_file, base_dir=base_dir, model_source=model_source,
-            output_dir=run.checkpoints, label=f"{data_file.name} {run.id}",
+            output_dir=run.checkpoints, label=f"{data_file.name} {run.id}", tensorboard_server=is_main_process(),
         )
         result = job.train()
         finish_job(run, job, result, model_dir)
     return result, model_dir
+
+
+def open_train_run(
+    config: TrainConfig, config_text: str, data_file: Path, base_dir: Path, processes: int = 1
+) -> Run:
+    """The new ``runs/<time>/`` of a ``trainctl train``; under torchrun it is opened before the group
+    starts, and its path handed to every process in :data:`GROUP_RUN_ENV`."""
+    extra = {"model_source": BaseDir.at(base_dir).model_source(config), "processes": processes,
+             "launcher": "torchrun" if processes > 1 else "python"}
+    return start_run(
+        BaseDir.at(base_dir).runs, phase="train", config=config, config_text=config_text,
+        data_files=[data_file_record(data_file)], base_dir=base_dir, extra=extra,
+    )
+
+
+def _group_run(path: Path) -> Run | FollowerRun:
+    """This process's view of the run folder its group's launcher opened: rank 0 records in it."""
+    if not is_main_process():
+        return FollowerRun(path)
+    run = read_run(path)
+    run.attach_log()
+    return run

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 LOG_FILE = "train.log"
 LATEST_LINK = "latest"
+CHECKPOINTS_DIRNAME = "checkpoints"
+MODEL_DIRNAME = "model"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -81,7 +83,7 @@ def config_summary(config: TrainConfig) -> dict[str, Any]:
         "gradient_accumulation": hp.gradient_accumulation,
         "learning_rate": hp.learning_rate,
     }
-    if config.method == "lora":
+    if config.adapter:
         summary["lora"] = {"r": config.lora.r, "alpha": config.lora.alpha}
     return summary
 
@@ -123,7 +125,7 @@ class Run:
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS_DIRNAME
 
     @property
     def tensorboard(self) -> Path:
@@ -131,7 +133,7 @@ class Run:
 
     @property
     def model_dir(self) -> Path:
-        return self.path / "model"
+        return self.path / MODEL_DIRNAME
 
     @property
     def log_file(self) -> Path:

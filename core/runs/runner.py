@@ -25,6 +25,7 @@ from core.runs.phases import LoadedPhase, check_data_files, load_phase, load_pip
 from core.runs.run import Run, RunStatus, data_file_record, list_runs, reopen_run, start_run
 from core.state.layout import BaseDir
 from trainer.checkpoints.markers import checkpoint_problem, latest_checkpoint
+from trainer.distributed import group_size
 from trainer.model.devices import check_device
 from trainer.model.loading import resolve_base_model
 from trainer.model.model_dirs import is_valid_model_dir
@@ -134,6 +135,12 @@ def run_phase(loaded: LoadedPhase, request: RunRequest, model_source: str | None
         UserError: bad data, device, or resume checkpoint (the run, if started, is marked failed).
     """
     training = loaded.config.training
+    if group_size(training.distributed) > 1:
+        raise UserError(
+            f"{loaded.path}: training.distributed asks for {group_size(training.distributed)} processes, but "
+            "`trainctl run` trains in one process; set distributed.nproc_per_node to 1 here, or train several "
+            "processes with `trainctl train` or the daemon (docs/distributed.md)"
+        )
     model_source = model_source or resolve_base_model(request.base_dir, training)
     run, checkpoint = _open_run(loaded, request, model_source)
     with run:

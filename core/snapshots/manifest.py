@@ -68,6 +68,8 @@ def build_manifest(
     base_model: str,
     profile: str,
     parent_snapshot: str | None,
+    evaluation: dict | None = None,
+    mean_loss: float | None = None,
 ) -> dict:
     """The manifest of a snapshot trained on one file; ``SnapshotStore.create`` adds ``id``.
 
@@ -83,6 +85,9 @@ def build_manifest(
         base_model: The model training started from (hub id or path).
         profile: Name of the data profile.
         parent_snapshot: Id of the snapshot training started from, or None for the base model.
+        evaluation: The promotion gate's verdict, failed rules and eval table (set, SHA-256, rows,
+            tokens, loss before and after, verdict per set), from ``core.snapshots.gate``.
+        mean_loss: Mean training loss over every step on the file.
     """
     return {
         "format": MANIFEST_FORMAT,
@@ -93,6 +98,7 @@ def build_manifest(
         "steps": steps,
         "first_loss": first_loss,
         "last_loss": last_loss,
+        "mean_loss": mean_loss,
         "eval_loss": eval_loss,
         "base_model": base_model,
         "profile": profile,
@@ -100,6 +106,7 @@ def build_manifest(
         "config_hash": config_hash(config),
         "config": config_to_dict(config),
         "versions": library_versions(),
+        "evaluation": evaluation,
     }
 
 

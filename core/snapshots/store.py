@@ -23,6 +23,7 @@ from pathlib import Path
 from core.base.atomic import atomic_write_json, atomic_write_text, fsync_dir, fsync_tree, remove_tree
 from core.base.clock import utc_now_iso
 from core.snapshots.history import PromotionStack
+from core.snapshots.model_card import write_model_card
 from core.snapshots.manifest import (
     MANIFEST_NAME,
     PIN_MARKER,
@@ -69,6 +70,15 @@ class SnapshotInfo:
     parent: str | None
     is_current: bool
     pinned: bool
+    evaluation: dict | None = None
+    """The promotion gate's record (``verdict``, ``rule``, ``sets``); None for older snapshots."""
+    mean_loss: float | None = None
+    """Mean training loss over the file; None for older snapshots."""
+
+    @property
+    def verdict(self) -> str | None:
+        """``promoted``, ``rejected`` or ``ungated`` (see ``core.snapshots.gate``); None if not recorded."""
+        return (self.evaluation or {}).get("verdict")
 
 
 class SnapshotStore:
@@ -93,6 +103,7 @@ class SnapshotStore:
         self.layout.snapshots.mkdir(parents=True, exist_ok=True)
         snapshot_id = self._next_id(source_stem)
         staging = self._stage(Path(model_dir), snapshot_id)
+        write_model_card(staging, {**manifest, "id": snapshot_id}, self.layout.snapshots)
         files = file_digests(staging)
         atomic_write_json(staging / MANIFEST_NAME, {**manifest, "id": snapshot_id, "files": files})
         fsync_tree(staging)
@@ -230,6 +241,8 @@ class SnapshotStore:
             parent=manifest.get("parent_snapshot"),
             is_current=path.name == current,
             pinned=(path / PIN_MARKER).exists(),
+            evaluation=manifest.get("evaluation"),
+            mean_loss=manifest.get("mean_loss"),
         )
 
     def _current_id(self) -> str | None:
@@ -298,18 +311,28 @@ def format_snapshot_table(snapshots: list[SnapshotInfo]) -> str:
     """``trainctl snapshots list`` output: one row per snapshot, ``*`` marking the current one."""
     if not snapshots:
         return "no snapshots yet; the daemon creates one after each trained file"
-    header = ("", "ID", "CREATED (UTC)", "FILE", "LAST LOSS", "EVAL LOSS", "PINNED")
+    header = ("", "ID", "CREATED (UTC)", "FILE", "MEAN LOSS", "EVAL LOSS", "GATE", "GATE LOSSES", "PINNED")
     rows = [header] + [
         (
             "*" if s.is_current else "",
             s.id,
             (s.created_at or "?")[:19].replace("T", " "),
             s.source_file or "?",
-            "-" if s.last_loss is None else f"{s.last_loss:.4f}",
+            "-" if s.mean_loss is None else f"{s.mean_loss:.4f}",
             "-" if s.eval_loss is None else f"{s.eval_loss:.4f}",
+            s.verdict or "-",
+            _gate_losses(s.evaluation),
             "pinned" if s.pinned else "",
         )
         for s in snapshots
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _gate_losses(evaluation: dict | None) -> str:
+    """``set before->after`` for each set the gate judged, e.g. ``heldout 1.92->1.41``."""
+    sets = (evaluation or {}).get("sets") or []
+    parts = [f"{row['set']} {row['loss_before']:.3f}->{row['loss_after']:.3f}" for row in sets
+             if row.get("loss_before") is not None and row.get("loss_after") is not None]
+    return ", ".join(parts) or "-"

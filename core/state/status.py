@@ -50,10 +50,17 @@ class TrainingStatus(BaseModel):
     eta_seconds: float | None = Field(None, description="Estimated seconds left on the current file.")
     queued_files: list[str] = Field(default_factory=list, description="Inbox files waiting, in order.")
     last_completed_file: str | None = Field(None, description="Last file trained and promoted.")
-    last_error: str | None = Field(None, description="Last error, with what to do about it.")
+    last_error: str | None = Field(
+        None, description="The error in force, with what to do about it: cleared once a later file trains "
+        "or the condition (a full disk, an environment fault) ends.",
+    )
+    paused: str | None = Field(
+        None, description="A file stopped on request: 'NAME: paused at step N of M, resumes on next start'.",
+    )
     current_snapshot: str | None = Field(None, description="Id of the snapshot in current_model.")
     attention_backend: str | None = Field(None, description="Attention kernel in use, e.g. sdpa.")
-    tensorboard_url: str | None = Field(None, description="TensorBoard address, if one is running.")
+    tensorboard_url: str | None = Field(None, description="TensorBoard address while the daemon's server runs.")
+    http_url: str | None = Field(None, description="Dashboard and HTTP API address, while it is served.")
     daemon_pid: int | None = Field(None, description="Process id of the daemon.")
     started_at: str | None = Field(None, description="When the daemon started (ISO-8601 UTC).")
     updated_at: str | None = Field(None, description="When this file was last written (ISO-8601 UTC).")
@@ -130,7 +137,10 @@ def _age_seconds(iso: str | None, now: datetime) -> float | None:
     return (now - datetime.fromisoformat(iso)).total_seconds()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process ``pid`` exists (False for None)."""
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -158,7 +168,7 @@ def format_status(status: TrainingStatus, now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     age = _age_seconds(status.updated_at, now)
     pid = "-" if status.daemon_pid is None else str(status.daemon_pid)
-    if status.daemon_pid is not None and not _pid_alive(status.daemon_pid):
+    if status.daemon_pid is not None and not pid_alive(status.daemon_pid):
         pid += " (not running)"
     rows = [
         ("state", status.state.value),
@@ -174,9 +184,11 @@ def format_status(status: TrainingStatus, now: datetime | None = None) -> str:
         ("queue", ", ".join(status.queued_files) or "(empty)"),
         ("last completed", status.last_completed_file or "-"),
         ("last error", status.last_error or "-"),
+        ("paused", status.paused or "-"),
         ("snapshot", status.current_snapshot or "-"),
         ("attention", status.attention_backend or "-"),
         ("tensorboard", status.tensorboard_url or "-"),
+        ("dashboard", status.http_url or "-"),
         ("daemon pid", pid),
         ("updated", "-" if age is None else f"{format_duration(max(age, 0.0))} ago"),
     ]

@@ -34,7 +34,7 @@ REPLIES = [
 
 @pytest.fixture(scope="module")
 def embedded_model() -> Path:
-    return prepare_model(REPO_ROOT)
+    return prepare_model()
 
 
 @pytest.fixture()

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 from core.base.faults import FAULT_ENV
 from core.daemon.work_queue import REPORT_SUFFIX, WORK_SUFFIX
+from core.memory.buffers import MemorySet, ReplayBuffer
 from core.snapshots.store import SnapshotError, SnapshotStore, read_manifest, verify_snapshot
 from core.state.events import EventLog
 from core.state.layout import BaseDir, init_base_dir
@@ -58,7 +59,7 @@ def daemon_config(model_dir: Path, **overrides: Any) -> dict:
         },
     }
     for section, values in overrides.items():
-        config[section] = {**config[section], **values} if isinstance(values, dict) else values
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
     return config
 
 
@@ -202,7 +203,7 @@ def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> fl
 
 
 def filed(layout: BaseDir) -> dict[str, list[str]]:
-    """Finished files by folder (``done``/``failed``); reports and hidden temp files left out.
+    """Finished files by folder (``done``/``failed``/``rejected``); reports and hidden temp files left out.
 
     A kill during an atomic write leaves its hidden temp file (``.NAME.XXXX.tmp``) behind; it is
     never read, so it is not counted here.
@@ -210,15 +211,15 @@ def filed(layout: BaseDir) -> dict[str, list[str]]:
     return {
         folder.name: sorted(p.name for p in folder.iterdir()
                             if not p.name.endswith(REPORT_SUFFIX) and not p.name.startswith("."))
-        for folder in (layout.done, layout.failed)
+        for folder in (layout.done, layout.failed, layout.rejected)
     }
 
 
 def locations(layout: BaseDir, names: list[str]) -> dict[str, list[str]]:
-    """Where each input file is now: any of inbox, processing, done, failed (a name may repeat)."""
+    """Where each input file is now: any of inbox, processing, done, failed, rejected (a name may repeat)."""
     where: dict[str, list[str]] = {name: [] for name in names}
     folders = {"inbox": layout.inbox, "processing": layout.processing, "done": layout.done,
-               "failed": layout.failed}
+               "failed": layout.failed, "rejected": layout.rejected}
     for label, folder in folders.items():
         for path in folder.iterdir():
             if path.is_dir() or path.name.endswith((REPORT_SUFFIX, WORK_SUFFIX)) or path.name.startswith("."):
@@ -236,7 +237,10 @@ def invariant_problems(layout: BaseDir, names: list[str]) -> list[str]:
     * ``current_model`` is absent or a snapshot that passes ``verify_snapshot``;
     * the status file, ledger and event log parse;
     * every input file is in exactly one place, under its own name;
-    * no file content has more than one snapshot, and every trained ledger entry names one.
+    * no file content has more than one snapshot, and every trained ledger entry names one;
+    * the gate judged each snapshot once (its verdict is in its manifest): a rejected one is never
+      current, every rejected ledger entry names a rejected snapshot, and no rejected content is
+      in the memory set or the replay buffer.
     """
     problems = []
     current = SnapshotStore(layout).current()
@@ -267,6 +271,20 @@ def invariant_problems(layout: BaseDir, names: list[str]) -> list[str]:
     for digest, entry in ledger.items():
         if entry.get("outcome") == "trained" and entry.get("snapshot") not in ids:
             problems.append(f"ledger entry {entry.get('file')} names missing snapshot {entry.get('snapshot')}")
+    return problems + gate_problems(layout, snapshots, ledger)
+
+
+def gate_problems(layout: BaseDir, snapshots: list, ledger: dict) -> list[str]:
+    """The gate's invariants (see :func:`invariant_problems`)."""
+    problems = [f"snapshot {s.id} has no gate verdict" for s in snapshots if s.verdict is None]
+    problems += [f"rejected snapshot {s.id} is current" for s in snapshots if s.is_current and s.verdict == "rejected"]
+    verdicts = {s.id: s.verdict for s in snapshots}
+    problems += [f"ledger entry {e.get('file')} is rejected but snapshot {e.get('snapshot')} is {verdicts.get(e.get('snapshot'))}"
+                 for e in ledger.values() if e.get("outcome") == "rejected" and verdicts.get(e.get("snapshot")) != "rejected"]
+    rejected = {read_manifest(s.path)["sha256"] for s in snapshots if s.verdict == "rejected"}
+    remembered = {entry["sha256"] for entry in MemorySet(layout.memory).files()}
+    remembered |= {row.sha256 for row in ReplayBuffer(layout.memory).rows()}
+    problems += [f"rejected content {d[:12]} is remembered" for d in remembered & rejected]
     return problems
 
 
@@ -279,7 +297,7 @@ def outcomes(layout: BaseDir) -> dict[str, str]:
     """The reported outcome of every finished file, by name."""
     return {
         path.name[: -len(REPORT_SUFFIX)]: json.loads(path.read_text(encoding="utf-8"))["outcome"]
-        for folder in (layout.done, layout.failed)
+        for folder in (layout.done, layout.failed, layout.rejected)
         for path in folder.glob(f"*{REPORT_SUFFIX}")
     }
 

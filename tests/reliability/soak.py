@@ -4,7 +4,8 @@ A round drops the same inbox into a fresh base dir (two files to train, a duplic
 file) and starts ``python -m core.training_daemon --once``. Each start gets one planned kill:
 
 * a crash at the N-th write of a state file (``TRAINCTL_FAULT``, see ``core.base.faults``): checkpoint
-  marker, model result, snapshot manifest, promotion stack, ledger, report, status, work state;
+  marker, the gate's evaluation cache, model result, snapshot manifest (the gate's verdict), promotion
+  stack, memory set, replay buffer, ledger, report, status, work state;
 * or a SIGKILL a seeded random delay after an event (daemon started, training started, checkpoint
   saved): of the daemon and its training child together (a power cut), or of the daemon alone (the
   child is orphaned, gets SIGTERM and must checkpoint and exit).
@@ -67,13 +68,18 @@ WRITE_FAULTS = [
     ("training_status.json", 12),      # status writes, by the daemon or the child's progress
     ("trainctl_config.json", 4),       # checkpoint written by HF, not yet marked complete
     ("trainctl_checkpoint.json", 4),   # checkpoint complete but for its marker
+    ("eval/*.json", 2),                # the gate measuring the current model (its cache entry)
     ("result.json", 1),                # model saved, result not yet reported
     ("manifest.json", 1),              # snapshot staged, not yet renamed into place
     ("promotions.json", 1),            # current_model swapped, promotion not recorded
+    ("heldout.json", 1),               # promoted by the gate's verdict, not yet in the memory set
+    ("replay.json", 1),                # in the memory set, not yet in the replay buffer
     ("ledger.json", 1),                # promoted, not yet in the ledger
     ("*.report.json", 1),              # in the ledger, not yet filed in done/
 ]
 ANCHORS = ("daemon_started", "training_started", "checkpoint_saved")
+# `daemon --once` exit codes of a drained inbox: 1 when that start filed a file untrained (broken.jsonl).
+DRAINED = (0, 1)
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,7 @@ def plan_kill(rng: random.Random) -> Kill:
 
 
 def ci_plan(seed: int) -> list[Kill]:
-    """20 kills along the flow of the round's inbox, every write fault at least once; timed delays seeded.
+    """23 kills along the flow of the round's inbox, every write fault at least once; timed delays seeded.
 
     The kills follow the files in order, alpha.jsonl's training and promotion, then bravo.jsonl's.
     A timed kill is short enough not to skip ahead: a daemon start cannot finish a training within
@@ -120,6 +126,7 @@ def ci_plan(seed: int) -> list[Kill]:
         timed("daemon_started", 1.5),
         Kill(fault="state.json:1"),                # validated, attempt not recorded yet
         timed("training_started", 3.0),            # the child starting up
+        Kill(fault="eval/*.json:1"),               # the gate measuring the current model, before training
         Kill(fault="trainctl_config.json:2"),      # checkpoint-2 written by HF, not marked complete
         timed("checkpoint_saved", 0.3, daemon_only=True),  # the orphaned child must stop cleanly
         Kill(fault="trainctl_checkpoint.json:2"),  # checkpoint complete but for its marker
@@ -127,6 +134,8 @@ def ci_plan(seed: int) -> list[Kill]:
         Kill(fault="result.json:1"),               # model saved, result not written
         Kill(fault="manifest.json:1"),             # snapshot staged, not renamed into place
         Kill(fault="promotions.json:1"),           # current_model swapped, promotion not recorded
+        Kill(fault="heldout.json:1"),              # verdict acted on: promoted, not yet remembered
+        Kill(fault="replay.json:1"),               # in the memory set, not yet in the replay buffer
         Kill(fault="ledger.json:1"),               # promoted, not in the ledger yet
         Kill(fault="*.report.json:1"),             # in the ledger, not filed in done/ yet
         timed("daemon_started", 1.5),              # broken.jsonl, alpha-copy.jsonl, bravo.jsonl
@@ -187,7 +196,7 @@ def run_reference(root: Path, model_dir: Path, server: ForkServer | None = None)
     drop_inbox(layout)
     daemon = start_daemon(layout, server=server)
     code = daemon.wait(timeout=ROUND_TIMEOUT)
-    if code != 0:
+    if code not in DRAINED:
         raise RuntimeError(f"the uninterrupted run exited with {code}; see {layout.logs}")
     return Reference(outcomes(layout), snapshot_weights(layout))
 
@@ -228,7 +237,7 @@ class KillLoop:
                 problems = invariant_problems(layout, names)
                 self.log(f"kill {len(result.kills)}: {kill}: {'; '.join(problems) or 'ok'}")
                 result.problems += [f"after kill {len(result.kills)} ({kill}): {p}" for p in problems]
-            elif code == 0:
+            elif code in DRAINED:
                 # The last daemon waited for every orphan before training on (child.lock).
                 if alive_orphans := [pid for pid in self.orphans if training_child_of(pid, layout)]:
                     result.problems.append(f"training children {alive_orphans} outlived the round")

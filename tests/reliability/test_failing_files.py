@@ -68,7 +68,9 @@ def test_a_file_that_crashes_training_every_time_is_quarantined_and_the_rest_of_
     assert [e["attempt"] for e in events(layout, "training_started") if e["file"] == "poison.jsonl"] == [1, 2, 3]
     assert Ledger(layout.ledger_file).lookup(report["sha256"])["outcome"] == "failed"
     assert SnapshotStore(layout).current().source_file == "bravo.jsonl"
-    assert "poison.jsonl" in StatusFile(layout.status_file).read().last_error
+    [failed] = events(layout, "file_failed")
+    assert failed["file"] == "poison.jsonl"
+    assert StatusFile(layout.status_file).read().last_error is None  # bravo trained after it: resolved
     # A restarted daemon does not take the quarantined file up again: no crash loop.
     assert TrainingDaemon(layout.root).run_once() is Outcome.IDLE
     started = [e["file"] for e in events(layout, "training_started")]

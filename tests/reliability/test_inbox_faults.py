@@ -81,7 +81,7 @@ def test_hundreds_of_files_dropped_while_the_daemon_is_down_are_each_handled_exa
         names.append(name)
 
     daemon = start_daemon(layout, server=fork_server)
-    assert daemon.wait(timeout=DAEMON_TIMEOUT) == 0
+    assert daemon.wait(timeout=DAEMON_TIMEOUT) == 1  # --once: some files were filed untrained (invalid)
 
     assert list(layout.inbox.glob("*.jsonl")) == [] and list(layout.processing.iterdir()) == []
     finished = filed(layout)

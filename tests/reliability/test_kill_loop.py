@@ -1,4 +1,4 @@
-"""Kill -9 the daemon ~20 times while it works through an inbox: nothing lost, nothing trained twice.
+"""Kill -9 the daemon ~23 times while it works through an inbox: nothing lost, nothing trained twice.
 
 The round, the kills and the checks are ``tests/reliability/soak.py``'s (``scripts/soak.sh`` runs
 the same loop with random kills for as long as asked). Meanwhile a reader parses the status file as
@@ -43,6 +43,8 @@ def test_after_20_kills_every_file_is_done_once_and_the_model_equals_an_uninterr
     assert any("write trainctl_checkpoint.json" in kill for kill in result.kills)
     assert any("write manifest.json" in kill for kill in result.kills)
     assert any("write promotions.json" in kill for kill in result.kills)
+    assert any("write eval/*.json" in kill for kill in result.kills)  # the gate measuring
+    assert any("write heldout.json" in kill for kill in result.kills)  # right after the verdict
     assert any("daemon only" in kill for kill in result.kills)
     assert result.lost == [] and result.duplicated == []
     assert result.max_difference <= MAX_WEIGHT_DIFFERENCE

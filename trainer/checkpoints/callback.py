@@ -16,6 +16,7 @@ from trainer.checkpoints.markers import (
     write_completion_marker,
 )
 from trainer.config import TrainConfig
+from trainer.distributed import wait_for_all_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class CheckpointCallback(TrainerCallback):
                 fsync_dir(marker.parent)
 
     def on_save(self, args, state, control, model=None, **kwargs):
+        wait_for_all_ranks()  # under torchrun the other ranks write parts of the checkpoint too
         if not state.is_world_process_zero:
             return
         root = Path(args.output_dir)

@@ -11,8 +11,12 @@ from trainer.config import ConfigError, TrainConfig, config_to_dict, parse_confi
 
 logger = logging.getLogger(__name__)
 
+FSDP_MODEL_NAME = "pytorch_model_fsdp"  # accelerate's folder of model shards (accelerate.utils.constants)
 # Config keys that change which parameters exist or their shapes.
-SHAPE_CONFIG_KEYS = ("method", "lora.r", "lora.target_modules")
+SHAPE_CONFIG_KEYS = (
+    "method", "lora.r", "lora.target_modules", "lora.use_dora", "lora.modules_to_save", "lora.use_rslora",
+)
+"""``lora.use_rslora`` changes no shape but the scale the saved weights were trained for."""
 # Config keys that do not affect training, so a change is not worth a warning.
 IGNORED_CONFIG_PREFIXES = ("model_display_name", "daemon.")
 
@@ -42,7 +46,34 @@ def _saved_config(checkpoint: Path, marker: dict | None) -> TrainConfig | None:
         return None
 
 
-def check_resume_compatible(checkpoint: Path, config: TrainConfig, model_config: Any) -> list[str]:
+def checkpoint_world_size(checkpoint: Path) -> int:
+    """Processes that wrote ``checkpoint``: HF saves one ``rng_state_<rank>.pth`` per process under several."""
+    return len(list(Path(checkpoint).glob("rng_state_*.pth"))) or 1
+
+
+def is_fsdp_sharded(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` holds FSDP shards (``pytorch_model_fsdp_0/``), not one whole state."""
+    return any(p.is_dir() for p in Path(checkpoint).glob(f"{FSDP_MODEL_NAME}*"))
+
+
+def check_world_size(checkpoint: Path, world_size: int) -> None:
+    """DDP checkpoints resume on any number of processes; FSDP shards only on as many as wrote them.
+
+    Raises:
+        ResumeError: ``checkpoint`` is sharded by a different number of processes; names both.
+    """
+    saved = checkpoint_world_size(checkpoint)
+    if is_fsdp_sharded(checkpoint) and saved != world_size:
+        raise ResumeError(
+            f"cannot resume from {checkpoint}: it holds FSDP shards written by {saved} processes and this "
+            f"run has {world_size}; sharded state resumes only on the same number. Set distributed."
+            f"nproc_per_node (times nnodes) back to {saved}, or start fresh with --no-resume"
+        )
+
+
+def check_resume_compatible(
+    checkpoint: Path, config: TrainConfig, model_config: Any, world_size: int = 1
+) -> list[str]:
     """Check that ``checkpoint`` can continue under ``config`` with a model of ``model_config``.
 
     Returns:
@@ -51,13 +82,15 @@ def check_resume_compatible(checkpoint: Path, config: TrainConfig, model_config:
 
     Raises:
         ResumeError: the checkpoint is incomplete, or a shape-critical setting (model dimensions,
-            method, LoRA rank or target modules) differs. The message lists each difference.
+            method, LoRA rank or target modules) differs, or FSDP shards were written by another
+            number of processes (``world_size``: this run's). The message lists each difference.
     """
     checkpoint = Path(checkpoint)
     if (problem := checkpoint_problem(checkpoint)) is not None:
         raise ResumeError(
             f"cannot resume from {checkpoint}: {problem}; pick another checkpoint or pass --no-resume"
         )
+    check_world_size(checkpoint, world_size)
     marker = read_marker(checkpoint)
     saved_shape = (marker or {}).get("model") or {}
     current_shape = model_shape(model_config)
@@ -73,7 +106,7 @@ def check_resume_compatible(checkpoint: Path, config: TrainConfig, model_config:
     else:
         warnings = []
         old, new = _flatten(config_to_dict(saved)), _flatten(config_to_dict(config))
-    lora = config.method == "lora"
+    lora = config.adapter
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key) or key.startswith(IGNORED_CONFIG_PREFIXES):
             continue

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-DEFAULT_BASE_MODEL = "models/SmolLM2-135M-Instruct"
+from trainer.config.distributed import DistributedSettings
+from trainer.config.gate import GateSettings
+from trainer.config.http import HttpSettings
+from trainer.config.replay import ReplaySettings
+from trainer.config.schema_base import StrictModel
+from trainer.config.tracking import TrackingSettings
 
-
-class StrictModel(BaseModel):
-    """Base for every config section: unknown keys rejected, field docstrings exported."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 
 
 class LoraSettings(StrictModel):
@@ -32,10 +33,31 @@ class LoraSettings(StrictModel):
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     """Dropout applied to the adapter input during training."""
 
-    target_modules: list[str] = Field(
+    target_modules: list[str] | Literal["all-linear"] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1
     )
-    """Names of the linear layers that get an adapter (suffix match, as in PEFT)."""
+    """Names of the linear layers that get an adapter (suffix match, as in PEFT), or ``all-linear``
+    for every linear layer but the output head (PEFT's shorthand; works for every family, e.g.
+    Phi-3's fused ``qkv_proj``)."""
+
+    use_rslora: bool = False
+    """Rank-stabilized LoRA: scale the update by alpha / sqrt(r) instead of alpha / r, which keeps
+    high ranks learning (PEFT ``use_rslora``)."""
+
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA): learn each weight's magnitude apart from its direction (PEFT
+    ``use_dora``). Adds a magnitude vector per adapted layer; steps are slower."""
+
+    modules_to_save: list[str] = Field(default_factory=list)
+    """Modules trained in full and saved with the adapter (PEFT ``modules_to_save``), e.g.
+    ``["embed_tokens", "lm_head"]`` when the chat template uses tokens the base model never trained."""
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _one_shorthand(cls, value: object) -> object:
+        if isinstance(value, str) and value != "all-linear":
+            raise ValueError(f'{value!r} is not a list of module names; give a list or "all-linear"')
+        return value
 
 
 class Hyperparams(StrictModel):
@@ -127,11 +149,15 @@ class DataSettings(StrictModel):
 class EvalSettings(StrictModel):
     """Held-out evaluation."""
 
-    split_ratio: float = Field(0.0, ge=0.0, lt=1.0)
-    """Share of each file's examples held out for evaluation; 0 disables the split."""
+    split_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of each file's examples held out for evaluation (and for the promotion gate); 0
+    disables the split. A file too small to keep a row for training is trained whole."""
 
     min_examples: int = Field(1, ge=1)
     """Smallest held-out set taken when ``split_ratio`` is above 0 (if the file has enough rows)."""
+
+    max_examples: int = Field(256, ge=1)
+    """Largest held-out set taken from one file, so that evaluating a big file stays cheap."""
 
     file: str | None = None
     """A fixed JSONL file to evaluate on instead of a split (relative paths: from the base dir)."""
@@ -180,21 +206,31 @@ class DaemonSettings(StrictModel):
     stop_timeout_seconds: float = Field(60.0, gt=0.0)
     """After SIGTERM, how long the training child may take to checkpoint before it is killed."""
 
+    on_promote: str | None = None
+    """Shell command run after each promotion and rollback (e.g. to reload an inference server), with
+    TRAINCTL_EVENT, TRAINCTL_SNAPSHOT_ID, TRAINCTL_SNAPSHOT_PATH and TRAINCTL_PREVIOUS_ID set; its
+    output goes to the daemon log and its exit status to a ``promotion_hook`` event. None: no hook."""
+
+    hook_timeout_seconds: float = Field(120.0, gt=0.0)
+    """How long ``on_promote`` may run before it is killed; training waits at most this long for it."""
+
 
 class TrainConfig(StrictModel):
     """Everything a training run needs; the content of ``config.json``."""
 
     model_config = ConfigDict(
-        extra="forbid", use_attribute_docstrings=True, validate_default=True, populate_by_name=True
+        extra="forbid", use_attribute_docstrings=True, validate_default=True, populate_by_name=True, strict=True
     )
 
     schema_ref: str | None = Field(None, alias="$schema")
     """Optional path or URL of the JSON Schema, for editors. Ignored by training."""
 
     base_model: str = DEFAULT_BASE_MODEL
-    """Model to start from when ``current_model/`` is empty: a hub id or a local directory
-    (relative paths are resolved from the base dir). The default is the embedded SmolLM2-135M-Instruct
-    prepared by ``trainctl prepare-model``."""
+    """Model to start from when ``current_model/`` is empty: the name of a model prepared in the
+    models home (``$TRAINCTL_HOME/models``, the installation's ``models/`` or
+    ``~/.local/share/trainctl/models``), a local directory (relative paths are resolved from the base
+    dir) or a hub id. The default is the embedded SmolLM2-135M-Instruct, prepared once for every base
+    dir by ``trainctl prepare-model``."""
 
     model_display_name: str = Field("SmolLM2-135M-Instruct (fine-tuned)", min_length=1)
     """Human-readable name shown in status output."""
@@ -203,8 +239,9 @@ class TrainConfig(StrictModel):
     """Profile that shapes the data: system prompt template, example transform, logits processors.
     See ``profiles/``."""
 
-    method: Literal["lora", "full"] = "lora"
-    """``lora`` trains a PEFT adapter; ``full`` updates every weight."""
+    method: Literal["lora", "qlora", "full"] = "lora"
+    """``lora`` trains a PEFT adapter; ``qlora`` trains one on a base loaded in 4 bit with bitsandbytes
+    (NF4; needs a CUDA GPU and ``pip install bitsandbytes``); ``full`` updates every weight."""
 
     lora: LoraSettings = Field(default_factory=LoraSettings)
     """Adapter shape for ``method=lora``."""
@@ -224,8 +261,28 @@ class TrainConfig(StrictModel):
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     """Inbox daemon settings."""
 
+    gate: GateSettings = Field(default_factory=GateSettings)
+    """Promotion gate: a trained file's model replaces current_model only if its losses allow it."""
+
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    """Rows of earlier promoted files mixed into each new file's training, against forgetting."""
+
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
+    """Several training processes (GPUs, machines) under torchrun, DDP or FSDP; one by default."""
+
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    """The daemon's HTTP API, dashboard and Prometheus ``/metrics``."""
+
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    """Experiment trackers (TensorBoard always; wandb or mlflow when asked for)."""
+
     trust_remote_code: bool = False
     """Allow model repositories to run their own Python code. Off: only enable for models you trust."""
+
+    @property
+    def adapter(self) -> bool:
+        """Whether ``method`` trains a LoRA adapter (``lora`` or ``qlora``)."""
+        return self.method != "full"
 
     @field_validator("profile")
     @classmethod
@@ -240,7 +297,7 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_cross_fields(self) -> "TrainConfig":
-        if self.eval.file and self.eval.split_ratio > 0:
+        if self.eval.file and "split_ratio" in self.eval.model_fields_set and self.eval.split_ratio > 0:
             raise ValueError("set either eval.file or eval.split_ratio, not both")
         budget = self.hyperparams.max_tokens_per_batch
         if budget is not None and budget < self.hyperparams.max_length:

@@ -8,8 +8,12 @@ is the SHA-256 of everything that decides them:
 
 * the bytes of the data file;
 * the tokenizer (its full serialized form, chat template and special tokens);
-* the profile (its name, its source code and the system prompt it fills in today);
-* ``hyperparams.max_length``, ``data.on_overlength`` and the source of ``trainer/data/tokenization.py``.
+* the profile (its name and the system prompt it fills in today);
+* ``hyperparams.max_length`` and ``data.on_overlength``;
+* the code that shapes the tokens (:func:`token_code_sources`): the source of the data modules that
+  read rows, render chats and mask labels, of the profile's module and of the ``profiles`` modules
+  it uses, and the versions of ``transformers`` and ``tokenizers``, so that a code change or an
+  upgrade never serves features the current code would not make.
 
 A hit loads memory-mapped Arrow files instead of tokenizing. Entries are written to a temporary
 folder and renamed into place, so a crash never leaves a half entry; only the
@@ -32,11 +36,16 @@ from typing import Any
 
 from datasets import Dataset
 
+import tokenizers
+import transformers
+
+import trainer.data.chat_masking
+import trainer.data.formats
 import trainer.data.tokenization
 from profiles import Profile
 from trainer.config import TrainConfig
 from trainer.data.formats import DataFileError, RowError, read_examples
-from trainer.data.tokenization import TokenizeStats, fill_system_prompt, tokenize_examples
+from trainer.data.tokenization import ChatTemplateError, TokenizeStats, fill_system_prompt, tokenize_examples
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +71,27 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
     return json.dumps([vocab, tokenizer.chat_template, tokenizer.all_special_tokens, tokenizer.eos_token_id])
 
 
+TOKEN_SHAPING_MODULES = (trainer.data.formats, trainer.data.tokenization, trainer.data.chat_masking)
+"""The data modules whose code decides the features of a file."""
+
+
+def token_code_sources(profile: Profile) -> dict[str, str]:
+    """Module name to source of all code that shapes the tokens, plus the tokenizer libraries' versions.
+
+    That is :data:`TOKEN_SHAPING_MODULES`, the profile's module, and every ``profiles`` module that
+    one takes something from (a shared transform, the ``Example`` type).
+    """
+    profile_module = inspect.getmodule(type(profile))
+    modules = {module.__name__: module for module in (*TOKEN_SHAPING_MODULES, profile_module)}
+    for value in vars(profile_module).values():
+        owner = inspect.getmodule(value)
+        if owner is not None and owner.__name__.startswith("profiles."):
+            modules[owner.__name__] = owner
+    sources = {name: inspect.getsource(module) for name, module in sorted(modules.items())}
+    sources["versions"] = f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}"
+    return sources
+
+
 def cache_key(data_file: Path, tokenizer: Any, profile: Profile, config: TrainConfig) -> str:
     """SHA-256 of the file bytes, tokenizer, profile and tokenization settings (see module doc)."""
     digest = hashlib.sha256()
@@ -71,9 +101,8 @@ def cache_key(data_file: Path, tokenizer: Any, profile: Profile, config: TrainCo
     template = profile.system_prompt_template()
     settings = {
         "profile": profile.name,
-        "profile_source": inspect.getsource(type(profile)),
         "system_prompt": fill_system_prompt(template) if template is not None else None,
-        "tokenization_source": inspect.getsource(trainer.data.tokenization),
+        "code": token_code_sources(profile),
         "max_length": config.hyperparams.max_length,
         "on_overlength": config.data.on_overlength,
     }
@@ -84,9 +113,12 @@ def cache_key(data_file: Path, tokenizer: Any, profile: Profile, config: TrainCo
 
 def _tokenize(data_file: Path, tokenizer: Any, profile: Profile, config: TrainConfig):
     parsed = read_examples(data_file, profile)
-    features, stats = tokenize_examples(
-        parsed.examples, tokenizer, profile, config.hyperparams.max_length, config.data.on_overlength
-    )
+    try:
+        features, stats = tokenize_examples(
+            parsed.examples, tokenizer, profile, config.hyperparams.max_length, config.data.on_overlength
+        )
+    except ChatTemplateError as exc:
+        raise ChatTemplateError(f"{data_file}: {exc}") from exc
     return features, stats, parsed.errors
 
 
@@ -146,4 +178,9 @@ def build_train_data(
         data_file.name, stats.examples, stats.total_tokens, stats.trained_tokens, stats.truncated,
         stats.dropped + stats.no_trained_tokens, "loaded from cache" if hit else "tokenized", seconds,
     )
+    if stats.per_turn_conversations:
+        logger.info(
+            "%s: %d conversations train one sequence per reply: the chat template renders earlier turns "
+            "differently as a conversation goes on (docs/models.md)", data_file.name, stats.per_turn_conversations,
+        )
     return TrainData(dataset, stats, hit, seconds)

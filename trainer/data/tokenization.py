@@ -2,13 +2,11 @@
 
 Chats are rendered with the tokenizer's own chat template. Labels are ``-100`` everywhere except
 the tokens of trained assistant turns, and each trained turn includes its end-of-turn token (the
-text the template closes the turn with, e.g. ``<|im_end|>``) so the model learns to stop. Text
-examples (continued pretraining) train on every token and end with EOS.
-
-The assistant spans are found by rendering the conversation prefix by prefix: the text before turn
-*i* with the generation prompt, and the text through turn *i*. This works for any template whose
-renderings are prefixes of each other, which holds for the common families (ChatML, Llama, Mistral,
-Gemma); a template that is not is reported, not silently mis-masked.
+special token the template closes the turn with, e.g. ``<|im_end|>``) so the model learns to stop;
+how the turns are found for each template family is in ``trainer/data/chat_masking.py``. A
+conversation usually gives one training sequence; with a template that renders earlier turns
+differently as the conversation goes on (Qwen 3, Mistral v0.3) it gives one per trained reply.
+Text examples (continued pretraining) train on every token and end with EOS.
 """
 
 from __future__ import annotations
@@ -19,24 +17,24 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.base.errors import UserError
+from jinja2 import TemplateError
+
 from profiles import Example, Profile
+from trainer.data.chat_masking import IGNORE_INDEX, ChatTemplateError, Piece, encode_conversation, end_of_turn_marker
+
+__all__ = ["IGNORE_INDEX", "ChatTemplateError", "TokenizeStats", "encode_text", "tokenize_examples"]
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
-
-
-class ChatTemplateError(UserError, ValueError):
-    """The tokenizer's chat template cannot be used for assistant-only loss masking."""
-
 
 @dataclass
 class TokenizeStats:
     """What happened to the examples of one file on their way to features."""
 
     examples: int = 0
-    """Examples turned into features (after drops)."""
+    """Training sequences made (after drops): one per row, or one per trained reply of a
+    conversation whose template is not prefix-stable."""
+    trained_rows: int = 0
+    """Rows that gave at least one training sequence."""
     truncated: int = 0
     dropped: int = 0
     """Longer than max_length with ``on_overlength=drop``."""
@@ -49,6 +47,9 @@ class TokenizeStats:
     token; what happened is ``truncated``, ``dropped`` or ``untrained``."""
     trained_tokens: int = 0
     total_tokens: int = 0
+    per_turn_conversations: int = 0
+    """Conversations whose template is not prefix-stable, trained as one sequence per trained reply
+    (see ``trainer/data/chat_masking.py``)."""
 
     def length_summary(self) -> dict[str, float]:
         """min / mean / p50 / p95 / max of the token lengths (empty if no examples)."""
@@ -72,40 +73,6 @@ def fill_system_prompt(template: str, today: dt.date | None = None) -> str:
 def with_system_prompt(messages: list[dict[str, Any]], prompt: str) -> list[dict[str, Any]]:
     """The conversation with ``prompt`` as its only system message (replacing any given one)."""
     return [{"role": "system", "content": prompt}] + [m for m in messages if m["role"] != "system"]
-
-
-def _render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool = False) -> str:
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def _assistant_spans(tokenizer: Any, messages: list[dict[str, Any]], full: str) -> list[tuple[int, int]]:
-    """Character spans of the trained assistant turns in ``full``, end-of-turn marker included."""
-    spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant" or message.get("weight", 1) == 0:
-            continue
-        before = _render(tokenizer, messages[:i], generation_prompt=True)
-        through = _render(tokenizer, messages[: i + 1])
-        if not (full.startswith(through) and through.startswith(before)):
-            raise ChatTemplateError(
-                "the tokenizer's chat template does not render conversations prefix by prefix, so "
-                "assistant turns cannot be located; use a model with a standard chat template"
-            )
-        spans.append((len(before), len(through.rstrip())))
-    return spans
-
-
-def encode_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
-    """Token ids and labels of one conversation (labels only on trained assistant turns)."""
-    full = _render(tokenizer, messages)
-    spans = _assistant_spans(tokenizer, messages, full)
-    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-    labels = [
-        token if any(lo <= start < hi for lo, hi in spans) else IGNORE_INDEX
-        for token, (start, _end) in zip(encoded["input_ids"], encoded["offset_mapping"])
-    ]
-    return list(encoded["input_ids"]), labels
 
 
 def encode_text(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
@@ -141,34 +108,65 @@ def tokenize_examples(
     system_prompt = fill_system_prompt(template, today) if template is not None else None
     if system_prompt is not None:
         logger.info("profile %s: system prompt for this file: %r", profile.name, system_prompt)
-    features, stats = [], TokenizeStats()
+    features, stats, marker = [], TokenizeStats(), None
     for index, example in enumerate(examples):
         line = example.get("_line", index + 1)
         example = profile.transform_example(example, index)
         if "messages" in example:
-            messages = example["messages"]
-            if system_prompt is not None:
-                messages = with_system_prompt(messages, system_prompt)
-            ids, labels = encode_chat(tokenizer, messages)
+            marker = marker or _marker(tokenizer)
+            pieces = _encode_chat(tokenizer, example["messages"], system_prompt, marker, line)
+            stats.per_turn_conversations += pieces[0].method == "per_turn"
         else:
-            ids, labels = encode_text(tokenizer, example["text"])
-        stats.lengths.append(len(ids))
-        if len(ids) > max_length:
-            if on_overlength == "drop":
-                stats.dropped += 1
-                stats.long_rows.append((line, len(ids), "dropped"))
-                continue
-            stats.truncated += 1
-            ids, labels = ids[:max_length], labels[:max_length]
-        trained = sum(label != IGNORE_INDEX for label in labels[1:])
-        if trained == 0:
-            stats.no_trained_tokens += 1
-            stats.long_rows.append((line, stats.lengths[-1], "untrained"))
-            continue
-        if len(ids) < stats.lengths[-1]:
-            stats.long_rows.append((line, stats.lengths[-1], "truncated"))
-        stats.trained_tokens += trained
-        stats.total_tokens += len(ids)
-        features.append({"input_ids": ids, "labels": labels})
+            pieces = [Piece(*encode_text(tokenizer, example["text"]), "text")]
+        kept = len(features)
+        for piece in pieces:
+            _add_piece(features, stats, piece, line, max_length, on_overlength)
+        stats.trained_rows += len(features) > kept
     stats.examples = len(features)
     return features, stats
+
+
+def _marker(tokenizer: Any) -> str:
+    try:
+        return end_of_turn_marker(tokenizer)
+    except TemplateError as exc:
+        raise ChatTemplateError(f"the model's chat template fails on a plain user/assistant chat: {exc}") from exc
+
+
+def _encode_chat(
+    tokenizer: Any, messages: list[dict[str, Any]], system_prompt: str | None, marker: str, line: int
+) -> list[Piece]:
+    if system_prompt is not None:
+        messages = with_system_prompt(messages, system_prompt)
+    try:
+        return encode_conversation(tokenizer, messages, marker)
+    except TemplateError as exc:
+        raise ChatTemplateError(f"line {line}: the model's chat template refused the conversation: {exc}") from exc
+    except ChatTemplateError as exc:
+        raise ChatTemplateError(f"line {line}: {exc}") from exc
+
+
+def _add_piece(
+    features: list[dict[str, list[int]]], stats: TokenizeStats, piece: Piece, line: int, max_length: int,
+    on_overlength: str,
+) -> None:
+    """Truncate or drop an overlong sequence, leave out one with no trained token, count the rest."""
+    ids, labels = piece.input_ids, piece.labels
+    stats.lengths.append(len(ids))
+    if len(ids) > max_length:
+        if on_overlength == "drop":
+            stats.dropped += 1
+            stats.long_rows.append((line, len(ids), "dropped"))
+            return
+        stats.truncated += 1
+        ids, labels = ids[:max_length], labels[:max_length]
+    trained = sum(label != IGNORE_INDEX for label in labels[1:])
+    if trained == 0:
+        stats.no_trained_tokens += 1
+        stats.long_rows.append((line, stats.lengths[-1], "untrained"))
+        return
+    if len(ids) < stats.lengths[-1]:
+        stats.long_rows.append((line, stats.lengths[-1], "truncated"))
+    stats.trained_tokens += trained
+    stats.total_tokens += len(ids)
+    features.append({"input_ids": ids, "labels": labels})

@@ -25,6 +25,9 @@ from trainer.model.loading import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
+FEW_STEPS = 10
+"""Fewer optimizer steps than this on a file earn a warning in its report: it barely trains."""
+
 
 class Verdict(str, Enum):
     """What the ``data.on_bad_row`` policy made of the file."""
@@ -92,7 +95,22 @@ class ValidationReport(BaseModel):
     verdict: Verdict
     usable: bool = Field(description="True when the file can be trained on.")
     problems: list[str] = Field(description="Why the file is not usable, and what to do.")
+    warnings: list[str] = Field(
+        default_factory=list, description="What trains but may not do what you expect (e.g. too few steps), and what to do."
+    )
     checked_at: str
+
+
+def step_warnings(estimate: StepEstimate | None) -> list[str]:
+    """A warning when the file yields fewer than :data:`FEW_STEPS` optimizer steps, saying what to change."""
+    if estimate is None or estimate.max_steps is not None or estimate.steps >= FEW_STEPS:
+        return []
+    epochs = math.ceil(estimate.epochs * FEW_STEPS / estimate.steps)
+    return [
+        f"only {estimate.steps} optimizer step(s): too few to change the model much; raise hyperparams.epochs "
+        f"(to {epochs} for about {FEW_STEPS} steps), lower hyperparams.batch_size or gradient_accumulation, or "
+        "add rows"
+    ]
 
 
 def estimate_steps(examples: int, config: TrainConfig) -> StepEstimate:
@@ -135,7 +153,7 @@ def validate_file(path: Path, config: TrainConfig, tokenizer: Any, profile: Prof
             parsed.examples, tokenizer, profile, config.hyperparams.max_length, config.data.on_overlength
         )
     except ChatTemplateError as exc:
-        return _unreadable({**fields, "format": parsed.format}, str(exc), total_lines=parsed.total_lines)
+        return _unreadable({**fields, "format": parsed.format}, f"{path.name}: {exc}", total_lines=parsed.total_lines)
     good = len(parsed.examples)
     kept = good - stats.dropped
     problems = _problems(good, len(parsed.errors), stats.examples, config)
@@ -148,8 +166,8 @@ def validate_file(path: Path, config: TrainConfig, tokenizer: Any, profile: Prof
         truncated_rows=stats.truncated,
         dropped_rows=stats.dropped,
         no_trained_token_rows=stats.no_trained_tokens,
-        trained_rows=stats.examples,
-        trained_share=round(stats.examples / kept, 4) if kept else 0.0,
+        trained_rows=stats.trained_rows,
+        trained_share=round(stats.trained_rows / kept, 4) if kept else 0.0,
         trained_tokens=stats.trained_tokens,
         token_lengths=LengthStats(**stats.length_summary()) if stats.lengths else None,
         estimate=estimate_steps(stats.examples, config) if features else None,
@@ -159,10 +177,13 @@ def validate_file(path: Path, config: TrainConfig, tokenizer: Any, profile: Prof
         usable=not problems,
         problems=problems,
     )
+    report.warnings = step_warnings(report.estimate) if report.usable else []
     logger.info(
         "%s: %s (%d good, %d bad, %d trained rows)",
         path.name, report.verdict.value, good, report.bad_rows, report.trained_rows,
     )
+    for warning in report.warnings:
+        logger.warning("%s: %s", path.name, warning)
     return report
 
 
@@ -256,4 +277,5 @@ def format_report(report: ValidationReport, max_bad_lines: int = 20) -> str:
     if len(report.long_rows) > max_bad_lines:
         lines.append(f"  ... {len(report.long_rows) - max_bad_lines} more long rows (see --json)")
     lines.extend(f"  problem: {problem}" for problem in report.problems)
+    lines.extend(f"  warning: {warning}" for warning in report.warnings)
     return "\n".join(lines)

@@ -7,11 +7,24 @@ attention work grows with the square of the step's tokens instead of the sum of 
 example lengths: with 16 examples in a 2048-token step that is up to 16 times the work, most of it
 masked out, and the masked SDPA kernel on CPU is slower per element than the causal one.
 
-``sdpa_packed`` is transformers' SDPA attention with one change: when the position ids show packed
-examples, SDPA runs causally on each example's slice of the row. Everything else (padded batches,
-a single example, generation with a cache) goes to transformers' own ``sdpa_attention_forward``
-with the mask transformers builds for SDPA. It is registered under its name with transformers'
-``AttentionInterface`` and ``AttentionMaskInterface``, so it is chosen like any attention kernel.
+``sdpa_packed`` is transformers' attention with one change: when the position ids show packed
+examples, attention runs on each example's slice of the row. It does what the model's attention
+layer asks for, as transformers' own kernels do:
+
+* ``scaling``: the layer's softmax scale (e.g. Gemma's ``query_pre_attn_scalar``);
+* ``sliding_window``: a layer of sliding-window attention (Mistral, Phi-3, Qwen2 with
+  ``use_sliding_window``, Gemma 2/3 sliding layers) lets a token see itself and the
+  ``sliding_window - 1`` tokens before it, the mask of ``transformers.masking_utils``;
+* ``softcap``: logit soft-capping (Gemma 2), ``tanh(scores / cap) * cap`` before the softmax, as in
+  Gemma 2's eager attention (SDPA has no soft-capping, so those layers run the eager math, on
+  each example of a packed batch and on the whole batch otherwise).
+
+Anything else that changes attention (attention sinks, a position bias) is refused here, and
+``trainer/model/hardware.py`` does not select this kernel for such models. Every other batch that is
+not packed (padded batches, a single example, generation with a cache) goes to transformers' own
+``sdpa_attention_forward`` with the mask transformers builds for SDPA. The kernel is registered
+with transformers' ``AttentionInterface`` and ``AttentionMaskInterface`` (as :data:`KERNEL_NAME`),
+so it is chosen like any attention kernel.
 """
 
 from __future__ import annotations
@@ -25,6 +38,12 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 SDPA_PACKED = "sdpa_packed"
+"""The kernel's name in config.json and in the status."""
+KERNEL_NAME = "packed_per_example"
+"""Its name with transformers. It must not contain "sdpa": transformers refuses every "sdpa" kernel
+for a model class without SDPA support, such as Gemma 2, whose soft-capping this kernel implements."""
+UNSUPPORTED_KWARGS = ("s_aux", "sinks", "position_bias")
+"""Attention arguments that change the result and that the per-example path does not implement."""
 
 
 def example_bounds(position_ids: torch.Tensor | None) -> list[int] | None:
@@ -54,11 +73,60 @@ def bounds_once_per_forward(position_ids: torch.Tensor | None) -> list[int] | No
     global _last_bounds
     if position_ids is None:
         return None
+    if position_ids.is_inference():  # no version counter to tell an in-place change (evaluation only)
+        return example_bounds(position_ids)
     if _last_bounds is not None and _last_bounds[0]() is position_ids and _last_bounds[1] == position_ids._version:
         return _last_bounds[2]
     bounds = example_bounds(position_ids)
     _last_bounds = (weakref.ref(position_ids), position_ids._version, bounds)
     return bounds
+
+
+def window_mask(length: int, sliding_window: int, device: torch.device) -> torch.Tensor:
+    """Boolean ``(length, length)`` mask, True where query ``i`` may see key ``j``: ``i - window < j <= i``."""
+    offsets = torch.arange(length, device=device)[:, None] - torch.arange(length, device=device)[None, :]
+    return (offsets >= 0) & (offsets < sliding_window)
+
+
+def _causal_mask(query_length: int, key_length: int, device: torch.device) -> torch.Tensor:
+    """Boolean causal mask whose last query sees every key (queries at the end of a cache)."""
+    shift = key_length - query_length
+    return torch.arange(key_length, device=device)[None, :] <= torch.arange(query_length, device=device)[:, None] + shift
+
+
+def _softcapped_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
+    scaling: float, softcap: float, dropout: float,
+) -> torch.Tensor:
+    """Gemma 2's eager attention: scale, soft-cap, mask (boolean, or additive float), fp32 softmax."""
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    scores = torch.tanh(scores / softcap) * softcap
+    if mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + mask[..., : key.shape[2]]
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=dropout > 0)
+    return torch.matmul(weights, value)
+
+
+def _example_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *,
+    scaling: float, dropout: float, sliding_window: int | None, softcap: float | None,
+) -> torch.Tensor:
+    """Causal attention of one example (``query`` etc. are its slice of the row)."""
+    length = query.shape[2]
+    windowed = sliding_window is not None and length > sliding_window
+    if softcap is None and not windowed:
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, dropout_p=dropout, scale=scaling, is_causal=True
+        )
+    mask = window_mask(length, sliding_window if windowed else length, query.device)
+    if softcap is not None:
+        return _softcapped_attention(query, key, value, mask, scaling, softcap, dropout)
+    return torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling
+    )
 
 
 def packed_sdpa_forward(
@@ -72,30 +140,46 @@ def packed_sdpa_forward(
     is_causal: bool | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """Causal SDPA on each packed example; transformers' SDPA for any other batch.
+    """Attention on each packed example; transformers' SDPA for any other batch.
 
     Shapes as transformers' attention functions: ``query`` is (batch, heads, tokens, head_dim),
     the output (batch, tokens, heads, head_dim).
+
+    Raises:
+        NotImplementedError: the layer uses attention sinks or a position bias on a packed batch.
     """
     bounds = bounds_once_per_forward(kwargs.get("position_ids"))
-    if bounds is None or query.shape[2] != key.shape[2]:
+    if (bounds is None or query.shape[2] != key.shape[2]) and kwargs.get("softcap") is None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal,
             **kwargs,
         )
+    unsupported = [name for name in UNSUPPORTED_KWARGS if kwargs.get(name) is not None]
+    if unsupported:
+        raise NotImplementedError(f"sdpa_packed does not implement {', '.join(unsupported)}; use eager")
     groups = query.shape[1] // key.shape[1]
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    if bounds is None or query.shape[2] != key.shape[2]:  # soft-capped, not packed: the whole batch
+        mask = attention_mask if attention_mask is not None else _causal_mask(query.shape[2], key.shape[2], query.device)
+        output = _softcapped_attention(query, key, value, mask, scale, kwargs["softcap"], dropout)
+        return output.transpose(1, 2).contiguous(), None
+    options = dict(
+        scaling=scale, dropout=dropout, sliding_window=kwargs.get("sliding_window"), softcap=kwargs.get("softcap")
+    )
     outputs = [
-        torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-            dropout_p=dropout, scale=scaling, is_causal=True,
-        )
+        _example_attention(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], **options)
         for start, end in zip(bounds, bounds[1:])
     ]
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
 
 
 def register_packed_sdpa() -> None:
-    """Make ``attn_implementation="sdpa_packed"`` known to transformers (idempotent)."""
-    AttentionInterface.register(SDPA_PACKED, packed_sdpa_forward)
-    ALL_MASK_ATTENTION_FUNCTIONS.register(SDPA_PACKED, sdpa_mask)
+    """Make the kernel known to transformers as :data:`KERNEL_NAME` (idempotent)."""
+    AttentionInterface.register(KERNEL_NAME, packed_sdpa_forward)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(KERNEL_NAME, sdpa_mask)
+
+
+def transformers_name(attention: str) -> str:
+    """The ``attn_implementation`` to pass to transformers for an attention choice."""
+    return KERNEL_NAME if attention == SDPA_PACKED else attention

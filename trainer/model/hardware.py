@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import transformers
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from core.base.errors import UserError
 from trainer.model.attention import SDPA_PACKED
@@ -46,12 +48,33 @@ def select_precision(setting: str) -> Choice:
     return Choice("fp32", "no fast bf16 on this device")
 
 
-def select_attention(setting: str, precision: str, padding_free: bool = False) -> Choice:
-    """Resolve ``hyperparams.attn_implementation``.
+PACKED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"})
+"""Model types whose attention ``sdpa_packed`` implements (window, soft-capping, scale), each one checked
+against the model's own attention by ``tests/trainer/model/test_families.py``."""
+
+
+def packed_attention_problem(model_config: Any) -> str | None:
+    """Why ``sdpa_packed`` may not run this model's attention, or None when it may."""
+    model_type = getattr(model_config, "model_type", None)
+    if model_type not in PACKED_MODEL_TYPES:
+        return f"sdpa_packed is not verified for model type {model_type!r} (see docs/models.md)"
+    return None
+
+
+def select_attention(setting: str, precision: str, padding_free: bool = False, model_config: Any = None) -> Choice:
+    """Resolve ``hyperparams.attn_implementation`` for this machine and model.
 
     ``auto`` prefers flash_attention_2, then SDPA: per example (``sdpa_packed``, see
-    ``trainer/model/attention.py``) for padding-free batches, plain SDPA otherwise.
+    ``trainer/model/attention.py``) for padding-free batches of a model type it is verified for
+    (:data:`PACKED_MODEL_TYPES`), otherwise transformers' SDPA, or eager for a model whose attention
+    logits are soft-capped (Gemma 2).
+
+    Raises:
+        UserError: ``sdpa_packed`` was set in config.json for a model it does not implement.
     """
+    problem = packed_attention_problem(model_config) if model_config is not None else None
+    if setting == SDPA_PACKED and problem is not None:
+        raise UserError(f"hyperparams.attn_implementation=sdpa_packed: {problem}; set it to auto in config.json")
     if setting != "auto":
         return Choice(setting, "set in config.json")
     if importlib.util.find_spec("flash_attn") is None:
@@ -62,9 +85,36 @@ def select_attention(setting: str, precision: str, padding_free: bool = False) -
         reason = "flash_attn needs bf16/fp16"
     else:
         return Choice("flash_attention_2", "flash_attn installed, CUDA, half precision")
-    if padding_free:
+    if padding_free and problem is None:
         return Choice(SDPA_PACKED, f"{reason}; padding-free batches attend per example")
-    return Choice("sdpa", reason)
+    why = f"{reason}; {problem}" if padding_free else reason
+    if getattr(model_config, "attn_logit_softcapping", None) is not None:
+        return Choice("eager", f"{why}; eager, as SDPA cannot soft-cap attention logits")
+    if model_config is not None and not _supports_sdpa(model_config):
+        return Choice("eager", f"{why}; eager, as transformers has no SDPA path for this model")
+    return Choice("sdpa", why)
+
+
+def _supports_sdpa(model_config: Any) -> bool:
+    """Whether transformers' causal-LM class for this config runs SDPA (True when the class is unknown)."""
+    name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(getattr(model_config, "model_type", None))
+    model_class = getattr(transformers, name, None) if name else None
+    return bool(getattr(model_class, "_supports_sdpa", True))
+
+
+def qlora_problem(method: str) -> str | None:
+    """Why ``method`` cannot train on this machine (QLoRA needs CUDA and bitsandbytes), or None."""
+    if method != "qlora":
+        return None
+    if not torch.cuda.is_available():
+        return (
+            "method=qlora loads the base model in 4 bit with bitsandbytes, which needs a CUDA GPU, and this "
+            "machine has none; set method to lora in config.json, or run on a CUDA machine with "
+            "`pip install bitsandbytes`"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "method=qlora needs the bitsandbytes package: run `pip install bitsandbytes` in trainctl's environment"
+    return None
 
 
 ACTIVATION_BYTES_PER_HIDDEN = 34

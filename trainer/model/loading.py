@@ -10,10 +10,12 @@ from typing import Any
 import torch
 
 from core.base.errors import UserError
-from trainer.builders import build_lora_config
+from trainer.builders import build_lora_config, build_quantization_config
 from trainer.config import TrainConfig
-from trainer.model.attention import SDPA_PACKED, register_packed_sdpa
+from trainer.config.schema import DEFAULT_BASE_MODEL
+from trainer.model.attention import SDPA_PACKED, register_packed_sdpa, transformers_name
 from trainer.model.model_dirs import check_model_dir, is_valid_model_dir
+from trainer.model.models_home import EMBEDDED_PREFIX, HOME_ENV, home_model_name, models_home
 
 logger = logging.getLogger(__name__)
 
@@ -22,18 +24,39 @@ class ModelSourceError(UserError, ValueError):
 
 
 def resolve_base_model(base_dir: Path, config: TrainConfig) -> str:
-    """``config.base_model`` as a local path (relative to ``base_dir``) when one exists, else a hub id."""
-    candidate = Path(config.base_model)
-    if not candidate.is_absolute():
-        candidate = base_dir / candidate
-    if candidate.exists():
-        return str(candidate.resolve())
-    if Path(config.base_model).is_absolute() or config.base_model.startswith((".", "models/")):
+    """``config.base_model`` as a local path when one exists, else a hub id.
+
+    A path is resolved from ``base_dir``; a name (``SmolLM2-135M-Instruct``,
+    ``embedded:SmolLM2-135M-Instruct``, or the legacy ``models/SmolLM2-135M-Instruct`` when the base
+    dir holds no such folder) from the models home (``trainer.model.models_home``).
+
+    Raises:
+        ModelSourceError: a local path or a prepared model that does not exist, with the fix.
+    """
+    name = config.base_model
+    if not name.startswith(EMBEDDED_PREFIX):
+        candidate = Path(name) if Path(name).is_absolute() else base_dir / name
+        if candidate.exists():
+            return str(candidate.resolve())
+    home_name = home_model_name(name)
+    if home_name is not None:
+        prepared = models_home() / home_name
+        if prepared.exists():
+            return str(prepared.resolve())
+        if home_name == DEFAULT_BASE_MODEL or name != home_name:
+            raise ModelSourceError(
+                f"base_model {name!r} is not prepared: {prepared} does not exist; run "
+                "`trainctl prepare-model` (it converts the embedded model once, for every base dir), "
+                f"set {HOME_ENV} to the folder that holds models/, or point base_model at a model directory"
+            )
+        return name
+    if Path(name).is_absolute() or name.startswith("."):
+        where = "" if Path(name).is_absolute() else f" under {base_dir}"
         raise ModelSourceError(
-            f"base_model {config.base_model!r} does not exist under {base_dir}; run "
-            "`trainctl prepare-model` for the embedded model or point base_model at a model directory"
+            f"base_model {name!r} does not exist{where}; point base_model at a model directory, "
+            "or use `SmolLM2-135M-Instruct` for the embedded model (`trainctl prepare-model`)"
         )
-    return config.base_model
+    return name
 
 
 def resolve_model_source(current: Path, base_dir: Path, config: TrainConfig) -> str:
@@ -52,15 +75,35 @@ def weights_dtype(config: TrainConfig, precision: str) -> torch.dtype:
     products are the same, while the model takes half the memory, and the casts and the fp32
     elementwise work between matmuls disappear. The adapter itself stays fp32 (PEFT upcasts it).
     """
-    return torch.bfloat16 if config.method == "lora" and precision == "bf16" else torch.float32
+    return torch.bfloat16 if config.adapter and precision == "bf16" else torch.float32
 
 
-def _adapter_base(adapter_dir: Path, config: TrainConfig, base_dir: Path) -> str:
+def adapter_base_model(adapter_dir: Path, config: TrainConfig, base_dir: Path) -> str:
     """The base model of an adapter: the one it records if that still exists locally, else config's."""
     recorded = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
     if recorded and is_valid_model_dir(recorded):
         return recorded
     return resolve_base_model(base_dir, config)
+
+
+def load_model_config(source: str, config: TrainConfig, base_dir: Path) -> Any:
+    """The transformers config of the model ``source`` trains (an adapter's base for an adapter dir).
+
+    Read before loading, so that the attention kernel can be chosen for the architecture.
+
+    Raises:
+        ModelSourceError: ``source`` is a local directory that is not a valid model dir.
+    """
+    from transformers import AutoConfig
+
+    base_source = source
+    if Path(source).exists():
+        check = check_model_dir(source)
+        if not check.ok:
+            raise ModelSourceError(f"{source}: not a usable model directory: {check.reason}")
+        if check.kind == "adapter":
+            base_source = adapter_base_model(Path(source), config, base_dir)
+    return AutoConfig.from_pretrained(base_source, trust_remote_code=config.trust_remote_code)
 
 
 def load_tokenizer(source: str, trust_remote_code: bool) -> Any:
@@ -79,6 +122,7 @@ def load_model(
     """Load the model and tokenizer to train, applying or continuing LoRA per ``config.method``.
 
     * a full model dir + ``lora``: a new adapter is created;
+    * ``qlora``: as ``lora``, on a base loaded in 4 bit (:func:`build_quantization_config`);
     * an adapter dir + ``lora``: the same adapter is loaded trainable, so training continues it;
     * an adapter dir + ``full``: the adapter is merged into its base and every weight trains;
     * a full model dir or hub id + ``full``: every weight trains.
@@ -89,7 +133,7 @@ def load_model(
     Raises:
         ModelSourceError: ``source`` is a local directory that is not a valid model dir.
     """
-    from peft import PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, set_seed
 
     if attention == SDPA_PACKED:
@@ -101,22 +145,38 @@ def load_model(
             raise ModelSourceError(f"{source}: not a usable model directory: {check.reason}")
         kind = check.kind
     remote = config.trust_remote_code
-    base_source = _adapter_base(Path(source), config, base_dir) if kind == "adapter" else source
+    base_source = adapter_base_model(Path(source), config, base_dir) if kind == "adapter" else source
     model = AutoModelForCausalLM.from_pretrained(
-        base_source, dtype=weights_dtype(config, precision), attn_implementation=attention,
-        trust_remote_code=remote,
+        base_source, dtype=weights_dtype(config, precision), attn_implementation=transformers_name(attention),
+        trust_remote_code=remote, quantization_config=build_quantization_config(config, precision),
     )
+    if config.method == "qlora":  # norms to fp32, inputs that carry gradients; the Trainer checkpoints
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     tokenizer = load_tokenizer(source if kind == "full" or _has_tokenizer(source) else base_source, remote)
     if kind == "adapter":
-        model = PeftModel.from_pretrained(model, source, is_trainable=config.method == "lora")
+        model = PeftModel.from_pretrained(model, source, is_trainable=config.adapter)
         if config.method == "full":
             model = model.merge_and_unload()
         logger.info("continuing adapter %s on base %s", source, base_source)
-    elif config.method == "lora":
+    elif config.adapter:
         set_seed(config.hyperparams.seed)  # the adapter init must not depend on earlier RNG use
+        _warn_unmatched_targets(model, config.lora.target_modules, source)
         model = get_peft_model(model, build_lora_config(config))
         logger.info("new LoRA adapter (r=%d) on %s", config.lora.r, source)
     return model, tokenizer
+
+
+def _warn_unmatched_targets(model: Any, targets: list[str] | str, source: str) -> None:
+    """PEFT only fails when no target matches; say which ones miss (Phi-3 fuses q/k/v into qkv_proj)."""
+    if isinstance(targets, str):
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(name == t or name.endswith(f".{t}") for name in names)]
+    if missing:
+        logger.warning(
+            "lora.target_modules %s match no layer of %s, so they get no adapter; use \"all-linear\" or the "
+            "model's own layer names (docs/models.md)", missing, source,
+        )
 
 
 def _has_tokenizer(path: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def test_sigterm_checkpoints_and_a_restart_finishes_the_file_from_there_exactly_
     assert SnapshotStore(layout).list() == [] and Ledger(layout.ledger_file).lookup(digest) is None
     status = StatusFile(layout.status_file).read()
     assert status.state is DaemonState.IDLE and status.daemon_pid is None
+    assert re.fullmatch(rf"a\.jsonl: paused at step \d+ of {MAX_STEPS}, resumes on next start", status.paused)
     state = json.loads((layout.processing / "a.jsonl.work" / "state.json").read_text())
     assert state["attempts"] == 0  # a requested stop is not a failed attempt
 
@@ -89,6 +91,7 @@ def test_sigterm_checkpoints_and_a_restart_finishes_the_file_from_there_exactly_
     )
 
     assert restarted.returncode == 0, restarted.stderr
+    assert StatusFile(layout.status_file).read().paused is None
     events = EventLog(layout.events_file).read()
     starts = [i for i, event in enumerate(events) if event["type"] == "training_started"]
     assert [Path(events[i]["resume_from"] or "").name for i in starts] == ["", f"checkpoint-{stopped_at}"]

@@ -70,7 +70,7 @@ def test_every_file_ends_in_done_or_failed_and_training_follows_a_rollback(layou
     assert _files(layout.processing) == set()
     # b trained on its good rows; its report lists the bad ones.
     b_report = _report(layout.done, "b.jsonl")
-    assert b_report["outcome"] == "trained" and b_report["training"]["examples"] == 6
+    assert b_report["outcome"] == "trained" and b_report["training"]["examples"] == 5  # 6 good rows, 1 held out
     assert [row["line"] for row in b_report["validation"]["bad_lines"]] == [4, 5]
     c_report = _report(layout.failed, "c.jsonl")
     assert c_report["outcome"] == "invalid" and c_report["validation"]["good_rows"] == 0

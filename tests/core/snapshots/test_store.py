@@ -47,7 +47,7 @@ def store(base) -> SnapshotStore:
     return SnapshotStore(base)
 
 
-def _manifest(source: str, last_loss: float = 1.0, parent: str | None = None) -> dict:
+def _manifest(source: str, last_loss: float = 1.0, parent: str | None = None, mean_loss: float | None = None) -> dict:
     return build_manifest(
         source_file=source,
         sha256="0" * 64,
@@ -60,6 +60,7 @@ def _manifest(source: str, last_loss: float = 1.0, parent: str | None = None) ->
         base_model="tiny",
         profile="default",
         parent_snapshot=parent,
+        mean_loss=mean_loss,
     )
 
 
@@ -248,7 +249,7 @@ def test_readers_see_old_or_new_snapshot_during_swaps(store, base, adapter_dir, 
 
 
 def test_cli_snapshots_list_pin_and_rollback(base, store, adapter_dir, tmp_path, capsys):
-    first = _add(store, adapter_dir, "first", tmp_path, last_loss=0.5)
+    first = _add(store, adapter_dir, "first", tmp_path, last_loss=0.25, mean_loss=0.5)
     second = _add(store, adapter_dir, "second", tmp_path)
     store.promote(first)
     store.promote(second)
@@ -258,7 +259,8 @@ def test_cli_snapshots_list_pin_and_rollback(base, store, adapter_dir, tmp_path,
     assert main(["snapshots", "list", *root]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[1].split()[0] == first
-    assert "0.5000" in rows[1] and rows[1].rstrip().endswith("pinned")
+    assert "MEAN LOSS" in rows[0] and "0.5000" in rows[1] and "0.2500" not in rows[1]  # the file's mean, not one step
+    assert rows[1].rstrip().endswith("pinned")
     assert rows[2].startswith("*") and second in rows[2]
     assert main(["rollback", "previous", *root]) == 0
     assert _current_target(base) == first

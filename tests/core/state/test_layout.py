@@ -16,11 +16,12 @@ EXPECTED_FOLDERS = {
     "queue/processing",
     "queue/done",
     "queue/failed",
+    "queue/rejected",
+    "eval",
     "snapshots",
     "status",
     "logs",
     "runs",
-    "models",
 }
 
 
@@ -40,7 +41,8 @@ def test_paths_are_named_under_root(tmp_path):
 
 def test_init_creates_exactly_the_layout_and_a_loadable_default_config(tmp_path):
     base = init_base_dir(tmp_path / "base")
-    assert _tree(base.root) == EXPECTED_FOLDERS | {"config.json"}
+    assert _tree(base.root) == EXPECTED_FOLDERS | {"config.json", "config.schema.json", "status/http_token"}
+    assert base.http_token_file.stat().st_mode & 0o777 == 0o600
     assert not base.current_model.exists()
     assert config_to_dict(load_config(base.config_file)) == config_to_dict(TrainConfig())
 

@@ -108,7 +108,7 @@ def test_unknown_key_without_a_near_match_lists_the_valid_keys():
         ({"lora": {"dropout": 1.5}}, "lora.dropout", "less than 1"),
         ({"lora": {"target_modules": []}}, "lora.target_modules", "at least 1 item"),
         ({"eval": {"split_ratio": -0.1}}, "eval.split_ratio", "greater than or equal to 0"),
-        ({"method": "qlora"}, "method", "'lora' or 'full'"),
+        ({"method": "qlora4"}, "method", "'lora', 'qlora' or 'full'"),
         ({"trust_remote_code": "maybe"}, "trust_remote_code", "boolean"),
     ],
 )

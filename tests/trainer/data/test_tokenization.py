@@ -12,7 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from profiles import Example, Profile, get_profile
 from tests.conftest import chat_rows
-from trainer.data.tokenization import IGNORE_INDEX, encode_chat, encode_text, tokenize_examples
+from trainer.data.chat_masking import encode_conversation, end_of_turn_marker
+from trainer.data.tokenization import IGNORE_INDEX, encode_text, tokenize_examples
 
 END = "<|im_end|>"
 
@@ -58,6 +59,12 @@ def conversation(*turns: tuple[str, str], weights: dict[int, int] | None = None)
     for index, weight in (weights or {}).items():
         messages[index]["weight"] = weight
     return messages
+
+
+def encode_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Ids and labels of a conversation that the ChatML template renders as one sequence."""
+    [piece] = encode_conversation(tokenizer, messages, end_of_turn_marker(tokenizer))
+    return piece.input_ids, piece.labels
 
 
 # --- which tokens are labelled ------------------------------------------------------------------

@@ -116,3 +116,16 @@ def test_trainctl_validate_prints_the_report_and_exits_1_when_unusable(tmp_path,
     assert "bad.jsonl: rejected (not usable)" in text and "line 1: invalid JSON" in text
     assert "problem: no good rows" in text
     assert list(base.iterdir()) == [base / "config.json"]  # nothing trained, nothing written
+
+
+def test_a_file_of_few_steps_gets_a_warning_saying_what_to_change(tmp_path, tiny_config, tiny_tokenizer):
+    path = write_jsonl(tmp_path / "small.jsonl", chat_rows(10))
+
+    small = _validate(path, tiny_config, tiny_tokenizer)  # 10 rows, batch 4: 3 steps
+    enough = _validate(path, tiny_config, tiny_tokenizer, hyperparams={"epochs": 4, "batch_size": 1})
+
+    [warning] = small.warnings
+    assert warning.startswith("only 3 optimizer step(s)")
+    assert "hyperparams.epochs (to 4 for about 10 steps)" in warning and "hyperparams.batch_size" in warning
+    assert small.usable
+    assert enough.estimate.steps == 40 and enough.warnings == []

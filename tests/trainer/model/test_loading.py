@@ -168,13 +168,40 @@ def test_absolute_base_model_is_used_as_is(tmp_path, tiny_model_dir):
     assert source == str(tiny_model_dir.resolve())
 
 
-def test_missing_default_model_says_to_run_prepare_model(tmp_path):
+def test_missing_default_model_says_to_run_prepare_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINCTL_HOME", str(tmp_path / "home"))
     with pytest.raises(ModelSourceError) as info:
         resolve_model_source(tmp_path / CURRENT_MODEL_DIRNAME, tmp_path, TrainConfig())
 
     message = str(info.value)
     assert "trainctl prepare-model" in message
     assert TrainConfig().base_model in message
+    assert str(tmp_path / "home" / "models" / "SmolLM2-135M-Instruct") in message
+
+
+@pytest.mark.parametrize(
+    "base_model", ["SmolLM2-135M-Instruct", "embedded:SmolLM2-135M-Instruct", "models/SmolLM2-135M-Instruct"]
+)
+def test_the_embedded_model_is_found_in_the_models_home_from_any_base_dir(tmp_path, tiny_model_dir, monkeypatch, base_model):
+    prepared = shutil.copytree(tiny_model_dir, tmp_path / "home" / "models" / "SmolLM2-135M-Instruct")
+    monkeypatch.setenv("TRAINCTL_HOME", str(tmp_path / "home"))
+    base_dir = tmp_path / "mybase"
+    base_dir.mkdir()
+
+    source = resolve_model_source(base_dir / CURRENT_MODEL_DIRNAME, base_dir, TrainConfig(base_model=base_model))
+
+    assert source == str(Path(prepared).resolve())
+
+
+def test_a_legacy_base_dir_copy_of_the_embedded_model_is_still_used(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("TRAINCTL_HOME", str(tmp_path / "empty-home"))
+    own = shutil.copytree(tiny_model_dir, tmp_path / "old" / "models" / "SmolLM2-135M-Instruct")
+
+    source = resolve_model_source(
+        tmp_path / "old" / CURRENT_MODEL_DIRNAME, tmp_path / "old", TrainConfig(base_model="models/SmolLM2-135M-Instruct")
+    )
+
+    assert source == str(Path(own).resolve())
 
 
 @pytest.mark.parametrize("missing", ["./models/mine", "/nonexistent/model/dir"])

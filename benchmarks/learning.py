@@ -1,0 +1,163 @@
+"""What the promotion gate and replay do to the embedded model, measured through the real CLI.
+
+Two domains of real text nobody here wrote, both shipped offline:
+
+* **A, Python reference**: the paragraphs of the Python language reference bundled with CPython
+  (``pydoc_data.topics``, PSF licence);
+* **B, licence text**: the paragraphs of the licences Debian ships in ``/usr/share/common-licenses``
+  (GPL, LGPL, Apache, MPL, Artistic, GFDL, ...).
+
+Each paragraph becomes one chat row: the user gives its first words, the assistant continues it.
+The experiments (each on a fresh base dir, ``trainctl daemon --once``; ``trainctl eval --data``)::
+
+    .venv/bin/python -m benchmarks.learning good      # a file of A: held-out loss before/after, promoted
+    .venv/bin/python -m benchmarks.learning garbage   # then A's questions with shuffled answers: rejected
+    .venv/bin/python -m benchmarks.learning forget --replay 0 0.1 0.25   # A, then B1, B2: A's loss
+
+Results go to ``benchmarks/results/learning-*.json`` and are summarized in docs/learning.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pydoc_data.topics
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINCTL = str(Path(sys.executable).with_name("trainctl"))
+LICENSES = Path("/usr/share/common-licenses")
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def paragraphs(texts: list[str], min_words: int = 25) -> list[str]:
+    """Prose paragraphs of at least ``min_words`` words, whitespace folded, cut to 90 words."""
+    found = []
+    for text in texts:
+        for block in re.split(r"\n\s*\n", text):
+            words = block.split()
+            if len(words) >= min_words and not block.lstrip().startswith(("*", "=", "-")):
+                found.append(" ".join(words[:90]))
+    return found
+
+
+def domain(name: str) -> list[str]:
+    """Paragraphs of domain ``a`` (Python reference) or ``b`` (licences), in a seeded order."""
+    if name == "a":
+        texts = list(pydoc_data.topics.topics.values())
+    else:
+        texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(LICENSES.iterdir()) if p.is_file()]
+    found = sorted(set(paragraphs(texts)))
+    random.Random(0).shuffle(found)
+    return found
+
+
+def chat(paragraph: str) -> dict:
+    words = paragraph.split()
+    return {"messages": [{"role": "user", "content": "Continue this passage: " + " ".join(words[:12])},
+                         {"role": "assistant", "content": " ".join(words[12:])}]}
+
+
+def write(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def trainctl(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TB_AUTO": "0"}  # no TensorBoard server: it would only take CPU
+    return subprocess.run([TRAINCTL, *args], capture_output=True, text=True, cwd=REPO, env=env)
+
+
+def base_dir(root: Path, replay: float, max_steps: int) -> Path:
+    trainctl("init", str(root))
+    config = json.loads((root / "config.json").read_text())
+    config["base_model"] = str(REPO / "models" / "SmolLM2-135M-Instruct")
+    config["hyperparams"].update({"max_length": 256, "max_steps": max_steps})
+    config["replay"]["ratio"] = replay
+    (root / "config.json").write_text(json.dumps(config, indent=2))
+    return root
+
+
+def drop(root: Path, name: str, rows: list[dict]) -> dict:
+    """Drop a file, run the daemon once, return its report, wall seconds and the gate's seconds."""
+    write(root / "inbox" / name, rows)
+    started = time.perf_counter()
+    done = trainctl("daemon", "--once", "--base-dir", str(root))
+    seconds = time.perf_counter() - started
+    report = next((json.loads(p.read_text()) for folder in ("done", "rejected", "failed")
+                   for p in [root / "queue" / folder / f"{name}.report.json"] if p.exists()), None)
+    if report is None:
+        raise RuntimeError(f"{name}: no report; daemon said: {done.stderr[-2000:]}")
+    evaluation = report.get("evaluation") or {}
+    return {"file": name, "outcome": report["outcome"], "rule": evaluation.get("rule"),
+            "sets": evaluation.get("sets"), "replay": evaluation.get("replay"),
+            "gate_seconds": evaluation.get("seconds"), "daemon_seconds": round(seconds, 1),
+            "snapshot": report.get("snapshot")}
+
+
+def eval_losses(root: Path, *data: Path) -> list[float]:
+    """current_model's loss on each file, one model load (``trainctl eval current --data ...``)."""
+    out = trainctl("eval", "current", "--data", *map(str, data), "--json", "--base-dir", str(root))
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return [row["loss_after"] for row in json.loads(out.stdout)["sets"]]
+
+
+def run_good_then_garbage(work: Path, rows: int, max_steps: int) -> dict:
+    a = [chat(p) for p in domain("a")[:rows]]
+    root = base_dir(work / "good", 0.1, max_steps)
+    good = drop(root, "python-ref.jsonl", a)
+    current = (root / "current_model").resolve()
+    answers = [r["messages"][1]["content"] for r in a]
+    random.Random(1).shuffle(answers)
+    shuffled = [{"messages": [r["messages"][0], {"role": "assistant", "content": ans}]} for r, ans in zip(a, answers)]
+    garbage = drop(root, "python-ref-shuffled.jsonl", shuffled)
+    return {"good": good, "garbage": garbage, "current_unchanged": (root / "current_model").resolve() == current}
+
+
+def run_forgetting(work: Path, rows: int, max_steps: int, replay: float) -> dict:
+    a, b = domain("a"), domain("b")
+    a_test, b_test = write(work / "a-test.jsonl", [chat(p) for p in a[-60:]]), write(work / "b-test.jsonl", [chat(p) for p in b[-60:]])
+    root = base_dir(work / f"forget-{replay}", replay, max_steps)
+    steps = [("A", drop(root, "a.jsonl", [chat(p) for p in a[:rows]]))]
+    losses = [{"after": "A", **dict(zip(("a_test", "b_test"), eval_losses(root, a_test, b_test)))}]
+    for i in (1, 2):
+        chunk = b[(i - 1) * rows: i * rows]
+        steps.append((f"B{i}", drop(root, f"b{i}.jsonl", [chat(p) for p in chunk])))
+        losses.append({"after": f"B{i}", **dict(zip(("a_test", "b_test"), eval_losses(root, a_test, b_test)))})
+    return {"replay": replay, "files": [s for _, s in steps], "losses": losses}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", choices=["good", "garbage", "forget"])
+    parser.add_argument("--rows", type=int, default=160, help="rows per file (default 160)")
+    parser.add_argument("--max-steps", type=int, default=40, help="hyperparams.max_steps per file (default 40)")
+    parser.add_argument("--replay", type=float, nargs="+", default=[0.0, 0.1, 0.25])
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args(argv)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="trainctl-learning-"))
+    if args.experiment in ("good", "garbage"):
+        result = run_good_then_garbage(work, args.rows, args.max_steps)
+    else:
+        result = [run_forgetting(work, args.rows, args.max_steps, r) for r in args.replay]
+    command = "python -m benchmarks.learning " + " ".join(argv if argv is not None else sys.argv[1:])
+    suffix = "-".join(f"{r:g}" for r in args.replay) if args.experiment == "forget" else ""
+    out = RESULTS / f"learning-{args.experiment}{'-replay-' + suffix if suffix else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": command, "result": result}, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

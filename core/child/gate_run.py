@@ -1,0 +1,163 @@
+"""The training child's part of the promotion gate: measure the evaluation sets before and after training.
+
+The daemon decides (``core.snapshots.gate``); the child measures, because it already holds the
+model: before ``train()`` the loaded model *is* the current model (a resumed run loads its
+checkpoint only inside ``train()``), and after it, the candidate. Both are measured on the same
+tokenized rows: the file's held-out rows, every golden set in ``<base dir>/eval/`` and the memory
+set. The current model's numbers are cached under ``cache/eval/`` by model, set digest and
+precision, so a retried or resumed file, and the files after a rejected one, do not measure them
+again.
+
+Before training it also draws the replay rows (``core.memory``) for the file; after training it
+writes the file's held-out rows, with their provenance, into the model folder
+(:data:`HELDOUT_ROWS_FILENAME`), so the snapshot carries them into the memory set when it is promoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from core.base.atomic import atomic_write_json
+from core.base.hashing import sha256_file
+from core.memory.buffers import HELDOUT_ROWS_FILENAME, MemorySet, ReplayBuffer, Row
+from core.state.layout import BaseDir
+from core.train import UltimateTrainer
+from profiles import get_profile
+from trainer.config import TrainConfig
+from trainer.data.eval_sets import GOLDEN, HELDOUT, MEMORY, EvalSet, heldout_indices, load_golden_sets, tokenize_set
+from trainer.data.formats import read_examples
+from trainer.set_losses import SetLoss
+
+logger = logging.getLogger(__name__)
+
+EVAL_CACHE_DIRNAME = "cache/eval"
+_SKIPPED_ROWS = ("dropped", "untrained")
+
+
+class GateRun:
+    """Measures one file's evaluation sets in the training child.
+
+    Args:
+        layout: the base dir.
+        config: the run's config.
+        data_file: the claimed file.
+        model_source: the model training starts from (the cache key of the "before" numbers).
+        measure: False in the other processes of a torchrun group: only rank 0 measures and writes.
+    """
+
+    def __init__(self, layout: BaseDir, config: TrainConfig, data_file: Path, model_source: str,
+                 measure: bool = True) -> None:
+        self.layout, self.config, self.data_file, self.model_source = layout, config, Path(data_file), model_source
+        self.measure = measure
+        self.sha256 = sha256_file(self.data_file)
+        self.profile = get_profile(config.profile)
+        self.examples = read_examples(self.data_file, self.profile).examples
+        self.replay_rows = self._draw_replay()
+        self.sets: list[EvalSet] = []
+        self.problems: list[dict] = []
+        self.before: dict[str, SetLoss | None] = {}
+        self.seconds = 0.0
+
+    @property
+    def replay_examples(self) -> list[dict]:
+        """The replay rows' examples, for ``start_job(replay=...)``."""
+        return [row.example for row in self.replay_rows]
+
+    def _draw_replay(self) -> list[Row]:
+        ratio = self.config.replay.ratio
+        if ratio <= 0:
+            return []
+        training_rows = len(self.examples) - len(heldout_indices(len(self.examples), self.config))
+        count = round(ratio * training_rows)
+        rows = ReplayBuffer(self.layout.memory).draw(count, self.sha256, self.config.replay.seed) if count else []
+        logger.info("%s: %d replay rows drawn (ratio %g of %d training rows)", self.data_file.name, len(rows),
+                    ratio, training_rows)
+        return rows
+
+    def measure_before(self, job: UltimateTrainer) -> None:
+        """Build the sets and measure the model as loaded (the current model); call before ``train()``."""
+        if not (self.config.gate.enabled and self.measure):
+            return
+        started = time.perf_counter()
+        self.sets = self._build_sets(job)
+        self.before = {s.name: self._cached_before(job, s) for s in self.sets}
+        self.seconds += time.perf_counter() - started
+
+    def _build_sets(self, job: UltimateTrainer) -> list[EvalSet]:
+        sets = []
+        if job.eval_dataset is not None:
+            kind = GOLDEN if self.config.eval.file else HELDOUT
+            sets.append(EvalSet(f"eval.file {self.config.eval.file}" if self.config.eval.file else HELDOUT, kind,
+                                list(job.eval_dataset)))
+        golden, problems = load_golden_sets(self.layout.eval_dir, job.tokenizer, self.profile, self.config)
+        self.problems = [{"path": p.path, "reason": p.reason} for p in problems]
+        memory = MemorySet(self.layout.memory).rows(self.config.gate.memory_rows)
+        memory_set = tokenize_set(MEMORY, MEMORY, [r.example for r in memory], job.tokenizer, self.profile, self.config)
+        return sets + golden + ([memory_set] if memory_set.features else [])
+
+    def _cached_before(self, job: UltimateTrainer, evaluated: EvalSet) -> SetLoss:
+        key = hashlib.sha256(json.dumps(
+            [self.model_source, evaluated.sha256, job.precision.value, job.attention.value]).encode()).hexdigest()
+        path = self.layout.root / EVAL_CACHE_DIRNAME / f"{key}.json"
+        try:
+            return SetLoss(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            pass
+        measured = job.measure(evaluated.features)
+        atomic_write_json(path, measured.__dict__)
+        return measured
+
+    def measure_after(self, job: UltimateTrainer, model_dir: Path) -> dict:
+        """Measure the trained model, write the held-out rows into ``model_dir``; returns the ``gate``
+        section of ``result.json`` (the daemon judges it)."""
+        if not self.measure:
+            return {}
+        started = time.perf_counter()
+        table = []
+        for evaluated in self.sets:
+            reuse = evaluated.kind == HELDOUT and job.heldout_loss is not None
+            after = job.heldout_loss if reuse else job.measure(evaluated.features)
+            before = self.before[evaluated.name]
+            table.append({
+                "set": evaluated.name, "kind": evaluated.kind, "sha256": evaluated.sha256,
+                "rows": evaluated.rows, "tokens": evaluated.tokens,
+                "loss_before": before.loss, "loss_after": after.loss,
+                "seconds": round(before.seconds + (0.0 if reuse else after.seconds), 3),
+            })
+        self.seconds += time.perf_counter() - started
+        heldout = self._heldout_rows(job)
+        _write_rows(model_dir / HELDOUT_ROWS_FILENAME, heldout)
+        return {
+            "enabled": self.config.gate.enabled,
+            "sets": table,
+            "problems": self.problems,
+            "heldout_rows": len(heldout),
+            "split": None if job.eval_dataset is not None or self.config.eval.file else (
+                f"{self.data_file.name} has {job.file_examples} example(s), too few to hold some out; "
+                "it was trained whole and gated on the golden and memory sets only"),
+            "replay": {"rows": len(self.replay_rows), "files": dict(Counter(r.file for r in self.replay_rows))},
+            "seconds": round(self.seconds, 3),
+        }
+
+    def _heldout_rows(self, job: UltimateTrainer) -> list[Row]:
+        """The held-out examples with their lines (examples tokenization left out do not count)."""
+        if self.config.eval.file or job.eval_dataset is None:
+            return []
+        skipped = {line for line, _tokens, what in job.data_stats.long_rows if what in _SKIPPED_ROWS}
+        kept = [e for e in self.examples if e["_line"] not in skipped]
+        if len(kept) != job.file_examples:
+            logger.warning("%s: %d examples read but %d trained; its held-out rows are not remembered",
+                           self.data_file.name, len(kept), job.file_examples)
+            return []
+        rows = [kept[i] for i in heldout_indices(job.file_examples, self.config)]
+        return [Row(self.data_file.name, self.sha256, e["_line"], {k: v for k, v in e.items() if k != "_line"})
+                for e in rows]
+
+
+def _write_rows(path: Path, rows: list[Row]) -> None:
+    path.write_text("".join(json.dumps(row.to_dict()) + "\n" for row in rows), encoding="utf-8")

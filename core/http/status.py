@@ -1,0 +1,51 @@
+"""``GET /api/status`` and ``POST /api/pause|resume``: what the daemon is doing, and stopping it claiming."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from core.http.access import HttpContext, read_access, require_token
+from core.state import pause
+from core.state.status import StatusFile, StatusFileError, TrainingStatus
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", tags=["status"])
+
+
+def status_payload(ctx: HttpContext) -> dict:
+    """``training_status.json`` (defaults when the daemon has not written it) and the pause flag
+    (``claiming_paused``: what ``status/paused`` holds, None when the daemon claims files).
+
+    Raises:
+        HTTPException: 500 when the status file is not a valid status.
+    """
+    try:
+        current = StatusFile(ctx.layout.status_file).read() or TrainingStatus()
+    except StatusFileError as exc:
+        raise HTTPException(500, detail=str(exc)) from None
+    return {**current.model_dump(mode="json"), "claiming_paused": pause.pause_info(ctx.layout.pause_file),
+            "read_only": ctx.read_only}
+
+
+@router.get("/status", summary="The daemon's status (training_status.json) and the pause flag")
+def get_status(ctx: HttpContext = Depends(read_access)) -> dict:
+    return status_payload(ctx)
+
+
+@router.post("/pause", summary="Stop claiming new inbox files (the file training now finishes)")
+def post_pause(ctx: HttpContext = Depends(require_token)) -> dict:
+    info = pause.pause(ctx.layout.pause_file, reason="paused over HTTP")
+    logger.info("claiming paused over HTTP (%s)", ctx.layout.pause_file)
+    return {"claiming_paused": info}
+
+
+@router.post("/resume", summary="Claim inbox files again")
+def post_resume(ctx: HttpContext = Depends(require_token)) -> dict:
+    was_paused = pause.resume(ctx.layout.pause_file)
+    if ctx.wake is not None:
+        ctx.wake.set()
+    logger.info("claiming resumed over HTTP")
+    return {"claiming_paused": None, "was_paused": was_paused}
