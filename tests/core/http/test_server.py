@@ -32,6 +32,8 @@ def _taken_port() -> socket.socket:
 def test_a_taken_default_port_falls_back_to_a_free_one_and_a_taken_set_port_is_an_error():
     try:
         holder = socket.socket()
+        # As the server does: a connection of an earlier test in TIME_WAIT must not stop the holder.
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         holder.bind(("127.0.0.1", DEFAULT_HTTP_PORT))
         holder.listen(1)
     except OSError:
