@@ -80,3 +80,16 @@ def wait_for_lock(lock_path: str | Path, timeout: float, on_tick: Callable[[], b
             return False
         time.sleep(0.2)
     return True
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process ``pid`` exists (False for None)."""
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from core.cli.errors import snapshot_errors_exit_1
 from core.snapshots.gate import Verdict, format_eval_table
 from core.snapshots.measure import gate_sets, measure_sets, table
 from core.snapshots.promotion import promote_kept
@@ -77,15 +78,4 @@ def add_eval_parser(sub, parent) -> None:
     evaluate.add_argument("--data", nargs="+", metavar="FILE",
                           help="JSONL files to measure (default: its held-out rows, eval/*.jsonl, the memory set)")
     evaluate.add_argument("--json", action="store_true", help="print the table as JSON")
-    evaluate.set_defaults(func=_errors_exit_1(cmd_eval))
-
-
-def _errors_exit_1(func):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except SnapshotError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
+    evaluate.set_defaults(func=snapshot_errors_exit_1(cmd_eval))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from core.cli.errors import snapshot_errors_exit_1
 from core.cli.eval import add_promote_parser, cmd_promote
 from core.snapshots.rollback import rollback_recorded
-from core.snapshots.store import SnapshotError, SnapshotStore, format_snapshot_table
+from core.snapshots.store import SnapshotStore, format_snapshot_table
 from core.state import layout
 
 
@@ -29,17 +29,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _snapshot_errors_exit_1(func):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except SnapshotError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
-
-
 def add_snapshot_parsers(sub, parent) -> None:
     snaps = sub.add_parser("snapshots", help="list, pin and unpin model snapshots")
     snaps_sub = snaps.add_subparsers(dest="snapshots_command", required=True)
@@ -48,7 +37,7 @@ def add_snapshot_parsers(sub, parent) -> None:
         pin = snaps_sub.add_parser(name, parents=[parent], help=text)
         pin.add_argument("id", help="snapshot id or unique id prefix")
     add_promote_parser(snaps_sub, parent)
-    snaps.set_defaults(func=_snapshot_errors_exit_1(cmd_snapshots))
+    snaps.set_defaults(func=snapshot_errors_exit_1(cmd_snapshots))
     rollback = sub.add_parser("rollback", parents=[parent], help="point current_model at an earlier snapshot")
     rollback.add_argument("snapshot", help="snapshot id, unique id prefix, or 'previous'")
-    rollback.set_defaults(func=_snapshot_errors_exit_1(cmd_rollback))
+    rollback.set_defaults(func=snapshot_errors_exit_1(cmd_rollback))

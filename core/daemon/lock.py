@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from core.base.locking import pid_alive
+
 logger = logging.getLogger(__name__)
 
 
@@ -94,19 +96,9 @@ def lock_holder(path: Path) -> int | None:
     Nothing here takes the lock, so asking never gets in the way of a daemon that is starting.
     """
     pid = read_lock_pid(path)
-    if pid is None or not _alive(pid):
+    if pid is None or not pid_alive(pid):
         return None
     return pid if _flocked(Path(path)) in (True, None) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def _flocked(path: Path) -> bool | None:

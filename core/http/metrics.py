@@ -15,10 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.base.locking import pid_alive
 from core.daemon.inbox import Inbox
 from core.http.access import HttpContext, read_access
 from core.http.events import EventTail
-from core.state.status import DaemonState, StatusFile, StatusFileError, TrainingStatus, pid_alive
+from core.state.status import DaemonState, StatusFile, StatusFileError, TrainingStatus
 
 router = APIRouter(tags=["metrics"])
 

@@ -7,7 +7,6 @@ fields; the write itself is atomic, so a reader never sees half a file and needs
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 from enum import Enum
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.base.atomic import atomic_write_text
 from core.base.clock import utc_now_iso
-from core.base.locking import exclusive_lock
+from core.base.locking import exclusive_lock, pid_alive
 
 
 class DaemonState(str, Enum):
@@ -136,18 +135,6 @@ def _age_seconds(iso: str | None, now: datetime) -> float | None:
         return None
     return (now - datetime.fromisoformat(iso)).total_seconds()
 
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process ``pid`` exists (False for None)."""
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 def _progress(status: TrainingStatus) -> str:
