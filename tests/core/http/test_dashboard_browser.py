@@ -19,12 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from core.base.faults import FAULT_ENV
 from core.state.status import StatusFile
 from tests.conftest import chat_rows, write_jsonl
+from tests.reliability.harness import stopped_child
+from trainer.checkpoints.markers import MARKER_NAME
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[test])")
-from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
 
 TRAINCTL = str(Path(sys.executable).with_name("trainctl"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -67,11 +70,15 @@ def _http_url(layout) -> str | None:
 def test_a_file_dropped_in_the_upload_box_trains_live_into_a_new_snapshot(layout, token, browser, tmp_path):
     config = json.loads(layout.config_file.read_text())
     config["hyperparams"] = {**config["hyperparams"], "batch_size": 2, "max_steps": 30}
+    config["checkpoint"] = {**config.get("checkpoint", {}), "save_steps": 10, "log_steps": 10}
     config["daemon"] = {"stable_seconds": 0.0, "rescan_seconds": 1.0}
     layout.config_file.write_text(json.dumps(config))
     data = write_jsonl(tmp_path / "upload" / "web.jsonl", chat_rows(24))
+    # The child freezes itself as it completes checkpoint-10 (step 10 of 30 is in the status then), so
+    # the page is seen mid-run however fast or slow the machine is; the test lets it go on after.
+    env = {**os.environ, FAULT_ENV: f"checkpoint-10/{MARKER_NAME}:1:stop"}
     daemon = subprocess.Popen([TRAINCTL, "daemon", "--base-dir", str(layout.root)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         url = _wait(lambda: _http_url(layout), "the daemon's dashboard", 90)
         browser.get(url)
@@ -83,6 +90,15 @@ def test_a_file_dropped_in_the_upload_box_trains_live_into_a_new_snapshot(layout
                        "the upload's validation summary", 60)
         assert result.startswith("inbox/web.jsonl: 24 good rows, 0 bad")
         widths = set()
+
+        def mid_run_width():
+            width = browser.find_element(By.ID, "progress-bar").get_attribute("style")
+            widths.add(width)
+            return width not in ("width: 0%;", "width: 0.0%;", "width: 100%;") and width
+
+        child = _wait(lambda: stopped_child(daemon.pid), "the training child to stop at checkpoint-10", 240)
+        _wait(mid_run_width, "the progress bar part of the way", 60)
+        os.kill(child, signal.SIGCONT)
 
         def current_snapshot_row():
             try:  # the page redraws the table on every event, so look the rows up afresh each time
