@@ -45,7 +45,7 @@ from core.daemon.work_queue import WorkItem, WorkState, leftover_files
 from core.http.server import start_daemon_server, stop_daemon_server
 from core.runs.tensorboard import ensure_tensorboard
 from core.snapshots.promotion import promote_run, recover_promotion
-from core.snapshots.store import SnapshotError, SnapshotStore, verify_snapshot
+from core.snapshots.store import SnapshotStore
 from core.state.events import EventLog, EventType
 from core.state.layout import BaseDir
 from core.state.ledger import Ledger
@@ -180,19 +180,10 @@ class TrainingDaemon:
     def _model_source(self, config: TrainConfig) -> tuple[str, str | None]:
         """The model to train from, and the snapshot id it is (None for the base model).
 
-        Raises:
-            SnapshotError: ``current_model`` no longer verifies (a file changed, a pickle appeared);
-                it is neither trained on nor silently replaced by the base model.
+        ``current_model`` was verified by the environment check at the top of this ``run_once()``
+        (``core.daemon.environment``), so it is not hashed a second time here.
         """
         current = self.snapshots.current()
-        if current is not None:
-            try:
-                verify_snapshot(current.path)
-            except SnapshotError as exc:
-                raise SnapshotError(
-                    f"current_model ({current.id}) no longer verifies, so nothing is trained on it: {exc}. "
-                    "Roll back to a good snapshot (`trainctl rollback ID`), then drop the file in again"
-                ) from None
         source = self.layout.model_source(config)
         parent = current.id if current and Path(source) == current.path.resolve() else None
         return source, parent
