@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,15 +40,22 @@ async def _reader(url: str, interval: float, stop: threading.Event, counts: dict
     async with httpx.AsyncClient(timeout=60) as client:
         async with client.stream("GET", url + "api/events/stream") as stream:
             async def consume():
-                async for line in stream.aiter_lines():
-                    if line.startswith("data: "):
-                        counts["stream_messages"] += 1
+                try:
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data: "):
+                            counts["stream_messages"] += 1
+                except httpx.HTTPError:
+                    counts["errors"] += 0 if stop.is_set() else 1  # the daemon stops after the trial
             task = asyncio.create_task(consume())
             while not stop.is_set():
-                response = await client.get(url + "api/status")
-                counts["status_requests" if response.status_code == 200 else "errors"] += 1
+                try:
+                    response = await client.get(url + "api/status")
+                    counts["status_requests" if response.status_code == 200 else "errors"] += 1
+                except httpx.HTTPError:
+                    counts["errors"] += 0 if stop.is_set() else 1
                 await asyncio.sleep(interval)
             task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 def _run_readers(url: str, readers: int, interval: float, stop: threading.Event, counts: dict) -> None:
@@ -77,7 +85,7 @@ def trial(args: argparse.Namespace, loaded: bool) -> dict:
     layout = init_base_dir(root)
     config = json.loads(layout.config_file.read_text())
     config.update(base_model=str(Path(args.model).resolve()))
-    config["hyperparams"].update(max_steps=args.steps, batch_size=1, max_length=128)
+    config["hyperparams"].update(max_steps=args.steps, batch_size=args.batch_size, max_length=args.max_length)
     config["eval"].update(split_ratio=0.0)
     config["daemon"].update(stable_seconds=0.0, rescan_seconds=1.0)
     layout.config_file.write_text(json.dumps(config))
@@ -102,17 +110,23 @@ def trial(args: argparse.Namespace, loaded: bool) -> dict:
         daemon.terminate()
         daemon.wait(120)
     runtime = _train_runtime(layout.runs)
-    result = {"loaded": loaded, "train_runtime_s": round(runtime, 2), **(counts if loaded else {})}
+    shutil.rmtree(root, ignore_errors=True)  # a trial's base dir holds a snapshot and the run: ~10 MB+
+    result = {"loaded": loaded, "train_runtime_s": round(runtime, 2), "load_average": os.getloadavg()[0],
+              **(counts if loaded else {})}
     print(json.dumps(result), flush=True)
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="models/SmolLM2-135M-Instruct")
+    parser.add_argument("--model", default="models/SmolLM2-135M-Instruct",
+                        help="model directory to train (any local Hugging Face causal LM, e.g. random weights)")
     parser.add_argument("--data", default="benchmarks/data/chat_mixed.jsonl")
     parser.add_argument("--rows", type=int, default=24)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--max-length", type=int, default=128,
+                        help="raise it (and --steps) on a GPU so that a trial trains for a minute or more")
     parser.add_argument("--readers", type=int, default=50)
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between a reader's status polls")
     parser.add_argument("--rounds", type=int, default=2)
@@ -121,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     trials = [trial(args, loaded) for _ in range(args.rounds) for loaded in (False, True)]
     plain = statistics.median(t["train_runtime_s"] for t in trials if not t["loaded"])
     loaded = statistics.median(t["train_runtime_s"] for t in trials if t["loaded"])
-    summary = {"readers": args.readers, "steps": args.steps, "plain_median_s": plain, "loaded_median_s": loaded,
+    summary = {"readers": args.readers, "steps": args.steps, "batch_size": args.batch_size,
+               "max_length": args.max_length, "cpus": os.cpu_count(), "load_average_end": os.getloadavg()[0],
+               "plain_median_s": plain, "loaded_median_s": loaded, "loaded_over_plain": round(loaded / plain, 3),
                "slowdown_percent": round(100 * (loaded - plain) / plain, 1), "trials": trials}
     print(json.dumps(summary, indent=2))
     if args.out:

@@ -13,6 +13,7 @@ The experiments (each on a fresh base dir, ``trainctl daemon --once``; ``trainct
     .venv/bin/python -m benchmarks.learning good      # a file of A: held-out loss before/after, promoted
     .venv/bin/python -m benchmarks.learning garbage   # then A's questions with shuffled answers: rejected
     .venv/bin/python -m benchmarks.learning forget --replay 0 0.1 0.25   # A, then B1, B2: A's loss
+    .venv/bin/python -m benchmarks.learning cost      # seconds a row: measuring vs training, side by side
 
 Results go to ``benchmarks/results/learning-*.json`` and are summarized in docs/learning.md.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pydoc_data.topics
 import random
 import re
 import subprocess
@@ -30,7 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import pydoc_data.topics
+from core.train import UltimateTrainer
+from trainer.config import TrainConfig
+from trainer.data.eval_sets import FILE, tokenize_set
+from trainer.data.formats import read_examples
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINCTL = str(Path(sys.executable).with_name("trainctl"))
@@ -100,7 +105,8 @@ def drop(root: Path, name: str, rows: list[dict]) -> dict:
     evaluation = report.get("evaluation") or {}
     return {"file": name, "outcome": report["outcome"], "rule": evaluation.get("rule"),
             "sets": evaluation.get("sets"), "replay": evaluation.get("replay"),
-            "gate_seconds": evaluation.get("seconds"), "daemon_seconds": round(seconds, 1),
+            "gate_seconds": evaluation.get("seconds"), "before_rows_measured": evaluation.get("before_rows_measured"),
+            "daemon_seconds": round(seconds, 1),
             "snapshot": report.get("snapshot")}
 
 
@@ -137,9 +143,34 @@ def run_forgetting(work: Path, rows: int, max_steps: int, replay: float) -> dict
     return {"replay": replay, "files": [s for _, s in steps], "losses": losses}
 
 
+def run_cost(work: Path, rows: int, max_steps: int) -> dict:
+    """Seconds a row of the gate's measuring against training, in one process on one loaded model,
+    interleaved (measure, train, measure, train, measure) so that a change of machine load hits both."""
+    a = [chat(p) for p in domain("a")]
+    config = TrainConfig(base_model=str(REPO / "models" / "SmolLM2-135M-Instruct"),
+                         hyperparams={"max_length": 256, "max_steps": max_steps}, eval={"split_ratio": 0})
+    job = UltimateTrainer(config, write(work / "train.jsonl", a[:4 * max_steps]), base_dir=work,
+                          model_source=config.base_model, output_dir=work / "checkpoints")
+    job.setup()
+    probe = read_examples(write(work / "probe.jsonl", a[-rows:]), job.profile).examples
+    features = tokenize_set("probe", FILE, probe, job.tokenizer, job.profile, config).features
+    measured, trained = [], []
+    for chunk in range(3):
+        measured.append(job.measure(features[chunk::3]).seconds / len(features[chunk::3]))
+        if chunk < 2:
+            started = time.perf_counter()
+            job.trainer.train()
+            trained.append((time.perf_counter() - started) / (4 * max_steps))
+    per_measure, per_train = sum(measured) / len(measured), sum(trained) / len(trained)
+    return {"measure_seconds_per_row": [round(x, 4) for x in measured],
+            "train_seconds_per_row": [round(x, 4) for x in trained],
+            "ratio": round(per_measure / per_train, 4), "load_average": os.getloadavg(),
+            "precision": job.precision.value, "attention": job.attention.value}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["good", "garbage", "forget"])
+    parser.add_argument("experiment", choices=["good", "garbage", "forget", "cost"])
     parser.add_argument("--rows", type=int, default=160, help="rows per file (default 160)")
     parser.add_argument("--max-steps", type=int, default=40, help="hyperparams.max_steps per file (default 40)")
     parser.add_argument("--replay", type=float, nargs="+", default=[0.0, 0.1, 0.25])
@@ -148,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="trainctl-learning-"))
     if args.experiment in ("good", "garbage"):
         result = run_good_then_garbage(work, args.rows, args.max_steps)
+    elif args.experiment == "cost":
+        result = run_cost(work, args.rows, args.max_steps)
     else:
         result = [run_forgetting(work, args.rows, args.max_steps, r) for r in args.replay]
     command = "python -m benchmarks.learning " + " ".join(argv if argv is not None else sys.argv[1:])

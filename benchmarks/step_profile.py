@@ -8,7 +8,9 @@ processes a minute apart, so load changes between them): the trainer is assemble
 (``setup()``), the first batches of its data loader are prepared once, and ``compute_loss`` +
 ``backward`` run over them in repeats, printing real tokens/s per repeat. No optimizer step, so
 the weights and every repeat stay the same. ``--profile`` prints the torch profiler's table of
-self CPU time instead.
+self CPU time instead. ``--ab-fold`` alternates PEFT's LoRA forward and the folded one
+(``trainer/model/lora_fold.py``; needs ``"lora": {"dropout": 0}``) in every repeat, so both see
+the same load.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from core.train import UltimateTrainer
 from trainer.config import TrainConfig
+from trainer.model.lora_fold import fold_lora, unfold_lora
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=8, help="batches per repeat (the first 2 warm up)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print the profiler table instead")
+    parser.add_argument("--ab-fold", action="store_true", help="alternate PEFT's and the folded LoRA forward")
     return parser.parse_args(argv)
 
 
@@ -67,12 +71,16 @@ def main(argv: list[str] | None = None) -> None:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
             return
         tokens = sum(int(b["input_ids"].numel()) for b in timed)
+        variants = [("peft", unfold_lora), ("folded", fold_lora)] if args.ab_fold else [("as set up", None)]
         for repeat in range(args.repeats):
-            started = time.perf_counter()
-            for batch in timed:
-                step(batch)
-            print(f"repeat {repeat + 1}: {tokens / (time.perf_counter() - started):.1f} real tok/s", flush=True)
-
+            for label, switch in variants:
+                if switch is not None:
+                    switch(model)
+                started = time.perf_counter()
+                for batch in timed:
+                    step(batch)
+                rate = tokens / (time.perf_counter() - started)
+                print(f"repeat {repeat + 1} {label}: {rate:.1f} real tok/s", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from datasets import Dataset, concatenate_datasets
 from transformers import TrainerCallback
 
 from core.base.errors import UserError
 from profiles import get_profile
 from trainer.builders import build_collator, build_training_arguments
+from trainer.callbacks import GradNormHandoff
 from trainer.config import TrainConfig, config_to_dict
 from trainer.data.dataset import CACHE_DIRNAME, build_train_data
 from trainer.data.eval_sets import tokenize_set
@@ -34,6 +36,7 @@ from trainer.model.devices import device_arguments
 from trainer.model.hardware import qlora_problem, select_attention, select_gradient_checkpointing, select_precision
 from trainer.model.label_logits import LabelledLogitsMixin
 from trainer.model.loading import load_model, load_model_config
+from trainer.model.lora_fold import fold_lora_for_training
 from trainer.schedule import FirstStepLearnsMixin
 from trainer.set_losses import SetLoss, eval_collator, measure_loss
 
@@ -42,9 +45,9 @@ logger = logging.getLogger(__name__)
 TRAINING_INFO_FILENAME = "trainctl_training.json"
 
 
-class FineTuneTrainer(FirstStepLearnsMixin, LabelledLogitsMixin, OomTolerantTrainer):
-    """HF ``Trainer`` with logits only at labelled positions, OOM-tolerant evaluation, and no step
-    at learning rate 0 (``trainer.schedule``)."""
+class FineTuneTrainer(GradNormHandoff, FirstStepLearnsMixin, LabelledLogitsMixin, OomTolerantTrainer):
+    """HF ``Trainer`` with logits only at labelled positions, OOM-tolerant evaluation, no step
+    at learning rate 0 (``trainer.schedule``), and its gradient norm handed to the NaN guard."""
 
 __all__ = ["TRAINING_INFO_FILENAME", "TrainResult", "UltimateTrainer"]
 
@@ -136,6 +139,7 @@ class UltimateTrainer:
         self.model, self.tokenizer = load_model(
             self.model_source, self.config, self.base_dir, self.attention.value, self.precision.value
         )
+        fold_lora_for_training(self.model)  # lora.dropout 0 only (trainer/model/lora_fold.py)
         self._check_max_length()
         dataset = self._build_dataset()
         self.file_examples = len(dataset)
@@ -172,6 +176,10 @@ class UltimateTrainer:
             processing_class=self.tokenizer,
             callbacks=[self.losses, *self.callbacks, *build_early_stopping(self.config, has_eval)],
         )
+        args = self.trainer.args
+        logger.info("device: %s (%s), %d process(es)", args.device,
+                    torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "no GPU in use",
+                    args.world_size)
 
     def _check_max_length(self) -> None:
         limit = getattr(self.model.config, "max_position_embeddings", None)

@@ -86,4 +86,6 @@ def tiny_config(tiny_model_dir) -> dict:
         },
         "checkpoint": {"save_steps": 1000, "log_steps": 1},
         "daemon": {"stable_seconds": 0.0},
+        # a tiny random model learns no question-answer pairing in a few steps (core/child/pairing.py)
+        "gate": {"min_answer_dependence": 0.0},
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tests.conftest import write_jsonl
 from tests.tiny_models import build_tiny_model_dir
+from trainer.config import TrainConfig, config_to_dict
 from trainer.model.model_dirs import is_valid_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +37,12 @@ def _repo_copy(root: Path) -> Path:
         shutil.copy(REPO / "samples" / name, root / "samples" / name)
     # The default config trains up to 1,024 tokens: the tiny model needs that many positions.
     build_tiny_model_dir(root / "home" / "models" / "SmolLM2-135M-Instruct", max_positions=1024)
+    # demo.sh's `trainctl init demo` keeps an existing config.json: the defaults but for the gate's
+    # answer-dependence rule, which the tiny random model (no question-answer pairing) would fail.
+    config = {**config_to_dict(TrainConfig()), "$schema": "config.schema.json"}
+    config["gate"]["min_answer_dependence"] = 0.0
+    (root / "demo").mkdir()
+    (root / "demo" / "config.json").write_text(json.dumps(config))
     return root
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 CHATML_TEMPLATE = (
@@ -95,4 +97,17 @@ def build_tiny_adapter_dir(model_dir: Path, path: Path, seed: int = 0) -> Path:
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
     peft_model.save_pretrained(path)
     AutoTokenizer.from_pretrained(model_dir).save_pretrained(path)
+    return path
+
+
+def write_sparse_safetensors(path: Path, data_bytes: int) -> Path:
+    """A valid safetensors file of one zero float32 tensor whose ``data_bytes`` (a multiple of 4 KiB)
+    are a hole in the file: no disk blocks and no time to write, but reading or hashing it costs as
+    much as a real file of that size."""
+    header = json.dumps({"padding": {"dtype": "F32", "shape": [data_bytes // 4096, 1024],
+                                     "data_offsets": [0, data_bytes]}}).encode()
+    header += b" " * (-len(header) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(header)) + header)
+        handle.truncate(8 + len(header) + data_bytes)
     return path

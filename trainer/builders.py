@@ -15,8 +15,8 @@ from transformers import BitsAndBytesConfig, DataCollatorForSeq2Seq, DataCollato
 
 from trainer.config import TrainConfig
 from trainer.data.token_budget import GroupCollator
-from trainer.distributed import distributed_training_arguments
 from trainer.data.tokenization import IGNORE_INDEX
+from trainer.distributed import distributed_training_arguments
 from trainer.model.hardware import select_liger, select_torch_compile
 
 logger = logging.getLogger(__name__)

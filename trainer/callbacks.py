@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -98,21 +99,48 @@ class NonFiniteGuard(TrainerCallback):
     reported loss of 0. Raising here fails the run with the reason; its last checkpoint still holds
     the last finite weights.
 
+    ``Trainer`` already reduces every gradient to one norm before each optimizer step (for
+    clipping, or for the log when clipping is off); :class:`GradNormHandoff` hands that norm to
+    the guard, so the guard adds no pass over the gradients. Under a ``Trainer`` without the mixin
+    it computes the norm itself.
+
     Args:
         label: what is being trained, for the error message.
     """
 
     def __init__(self, label: str):
         self.label = label
+        self.grad_norm: torch.Tensor | float | None = None
+        """The norm of this step's gradients, set by :class:`GradNormHandoff`; read once."""
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if grads and not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+        norm, self.grad_norm = self.grad_norm, None
+        if norm is None:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if not grads:
+                return
+            norm = torch.nn.utils.get_total_norm(grads)
+        if not math.isfinite(float(norm)):
             raise FloatingPointError(
                 f"{self.label}: the gradients are NaN or Inf at step {state.global_step + 1} (the loss "
                 "diverged); the weights stay those of the last checkpoint. Lower "
                 "hyperparams.learning_rate, or check the model and the data"
             )
+
+
+class GradNormHandoff:
+    """``Trainer`` mixin: hands the gradient norm ``Trainer`` computed to every :class:`NonFiniteGuard`.
+
+    ``Trainer._get_grad_norm`` returns the pre-clipping norm right before ``on_pre_optimizer_step``
+    (transformers 5's step: clip, norm, ``on_pre_optimizer_step``, ``optimizer.step()``).
+    """
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, NonFiniteGuard):
+                callback.grad_norm = grad_norm
+        return grad_norm
 
 
 def build_tensorboard_callback(log_dir: Path, resume_step: int | None = None) -> TrainerCallback | None:

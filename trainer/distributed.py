@@ -40,6 +40,13 @@ def group_size(settings: DistributedSettings) -> int:
     return processes_per_node(settings) * settings.nnodes
 
 
+def needs_torchrun(settings: DistributedSettings) -> bool:
+    """Whether training runs under torchrun: several processes, or FSDP on any number. FSDP shards
+    over a process group, also one of a single GPU; without torchrun's environment accelerate would
+    train the model unsharded and write unsharded checkpoints."""
+    return group_size(settings) > 1 or settings.strategy == "fsdp"
+
+
 def world_size() -> int:
     """Processes in this training group, as torchrun told this process (1 when not under torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

@@ -3,8 +3,13 @@
 The loss is the mean cross-entropy over every trained token of the set, exactly as training counts
 it: the same features (assistant-only labels, end-of-turn tokens included), the same collator
 (padding-free batches, or padding where the model cannot attend per example), logits only where a
-label is trained, and the run's precision. Examples are batched up to a token budget, so a set of
-a few hundred chats takes a few forward passes. Dropout is off while measuring.
+label is trained, and the run's precision. Examples are batched up to a token budget, shortest
+first (a padded batch then pads little), so a set of a few hundred chats takes a few forward passes.
+Dropout is off while measuring.
+
+Each row's summed loss and trained tokens are kept too (:attr:`SetLoss.per_row`): the gate stores
+them by row, so that a promoted candidate's numbers are the next file's "before" numbers
+(``core.memory.row_losses``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,19 @@ class SetLoss:
     tokens: int
     """Trained (labelled) tokens the mean is over."""
     seconds: float
+    per_row: tuple[tuple[float, int], ...] = ()
+    """``(summed loss, trained tokens)`` of each row, in the order of the features measured."""
+
+    @classmethod
+    def from_rows(cls, per_row: Sequence[tuple[float, int]], seconds: float) -> "SetLoss":
+        """The set's loss from its rows' sums: the same mean as measuring the rows together."""
+        total, count = sum(r[0] for r in per_row), sum(r[1] for r in per_row)
+        loss = total / count if count else None
+        if loss is not None and not math.isfinite(loss):
+            # inf, not NaN: a candidate that overflows fails every rule, a current model that does passes none
+            logger.warning("the loss on %d rows is not finite (%s): the model's activations overflow", len(per_row), loss)
+            loss = math.inf
+        return cls(loss, len(per_row), count, seconds, tuple(per_row))
 
 
 def eval_collator(config: TrainConfig, tokenizer: Any, attention: str) -> Any:
@@ -51,16 +69,17 @@ def eval_collator(config: TrainConfig, tokenizer: Any, attention: str) -> Any:
     return build_collator(config.model_copy(update={"hyperparams": hp}), tokenizer, attention)
 
 
-def token_batches(features: Sequence[dict], max_tokens: int) -> Iterator[list[dict]]:
-    """Consecutive examples, each batch up to ``max_tokens`` tokens (an example longer than that alone)."""
-    batch: list[dict] = []
+def token_batches(order: Sequence[int], features: Sequence[dict], max_tokens: int) -> Iterator[list[int]]:
+    """Positions of ``features`` in ``order``, grouped up to ``max_tokens`` tokens a group (an
+    example longer than that alone)."""
+    batch: list[int] = []
     size = 0
-    for feature in features:
-        length = len(feature["input_ids"])
+    for position in order:
+        length = len(features[position]["input_ids"])
         if batch and size + length > max_tokens:
             yield batch
             batch, size = [], 0
-        batch.append({"input_ids": feature["input_ids"], "labels": feature["labels"]})
+        batch.append(position)
         size += length
     if batch:
         yield batch
@@ -87,41 +106,51 @@ def measure_loss(
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     use_kept = takes_logits_to_keep(model)
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    per_row: list[tuple[float, int]] = [(0.0, 0)] * len(features)
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
     try:
         with torch.inference_mode(), autocast:
-            for batch in token_batches(features, max_batch_tokens):
-                summed, tokens = _batch_loss(model, collator(batch), device, use_kept)
-                total += summed
-                count += tokens
+            for positions in token_batches(order, features, max_batch_tokens):
+                batch = [{"input_ids": features[i]["input_ids"], "labels": features[i]["labels"]} for i in positions]
+                for i, row in zip(positions, _batch_row_losses(model, collator(batch), batch, device, use_kept)):
+                    per_row[i] = row
     finally:
         model.train(was_training)
-    loss = total / count if count else None
-    if loss is not None and not math.isfinite(loss):
-        # inf, not NaN: a candidate that overflows fails every rule, a current model that does passes none
-        logger.warning("the loss on %d rows is not finite (%s): the model's activations overflow", len(features), loss)
-        loss = math.inf
-    return SetLoss(loss, len(features), count, time.perf_counter() - started)
+    return SetLoss.from_rows(per_row, time.perf_counter() - started)
 
 
-def _batch_loss(model: nn.Module, batch: dict, device: torch.device, use_kept: bool) -> tuple[float, int]:
-    """Summed cross-entropy and trained-token count of one collated batch."""
+def _batch_row_losses(model: nn.Module, batch: dict, examples: list[dict], device: torch.device,
+                      use_kept: bool) -> list[tuple[float, int]]:
+    """``(summed cross-entropy, trained tokens)`` of each example of one collated batch."""
     batch = {key: value.to(device) for key, value in batch.items() if isinstance(value, torch.Tensor)}
+    owner = _example_of_position(batch["input_ids"].shape, [len(e["input_ids"]) for e in examples], device)
     kept = keep_labelled_positions(batch) if use_kept else None
     inputs = {key: value for key, value in batch.items() if key != "labels"}
     if kept is not None:
         logits = model(**inputs, logits_to_keep=kept["logits_to_keep"], use_cache=False).logits
-        targets = kept["shift_labels"]
+        targets, owner = kept["shift_labels"], owner[:, kept["logits_to_keep"]]
     else:
         logits = model(**inputs, use_cache=False).logits
         targets = nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
-    summed = nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="sum",
+    losses = nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none",
     )
-    return float(summed), int((targets != IGNORE_INDEX).sum())
+    trained = targets.reshape(-1) != IGNORE_INDEX
+    owner = owner.reshape(-1)[trained]
+    sums = torch.zeros(len(examples), dtype=torch.float64, device=device).index_add_(0, owner, losses[trained].double())
+    counts = torch.bincount(owner, minlength=len(examples))
+    return [(float(total), int(count)) for total, count in zip(sums.tolist(), counts.tolist())]
+
+
+def _example_of_position(shape: torch.Size, lengths: list[int], device: torch.device) -> torch.Tensor:
+    """Which example each position of the batch belongs to: one row per example when padded, or
+    the examples one after another in a single row when padding-free."""
+    if shape[0] == len(lengths):
+        return torch.arange(len(lengths), device=device)[:, None].expand(shape)
+    owners = torch.repeat_interleave(torch.arange(len(lengths), device=device), torch.tensor(lengths, device=device))
+    return owners[None, :]
 
 
 class LossMeter:

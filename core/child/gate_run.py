@@ -4,9 +4,11 @@ The daemon decides (``core.snapshots.gate``); the child measures, because it alr
 model: before ``train()`` the loaded model *is* the current model (a resumed run loads its
 checkpoint only inside ``train()``), and after it, the candidate. Both are measured on the same
 tokenized rows: the file's held-out rows, every golden set in ``<base dir>/eval/`` and the memory
-set. The current model's numbers are cached under ``cache/eval/`` by model, set digest and
-precision, so a retried or resumed file, and the files after a rejected one, do not measure them
-again.
+set. Losses are kept per row (``core.memory.row_losses``): the candidate's go into its model folder
+and, once it is promoted, are the next file's "before" numbers, so the current model is measured
+only on rows it was never measured on (the new file's held-out rows, a new golden file); those are
+cached under ``cache/eval/``, so a retried or resumed file, and the files after a rejected one,
+measure nothing before training.
 
 Before training it also draws the replay rows (``core.memory``) for the file; after training it
 writes the file's held-out rows, with their provenance, into the model folder
@@ -15,16 +17,16 @@ writes the file's held-out rows, with their provenance, into the model folder
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from collections import Counter
 from pathlib import Path
 
-from core.base.atomic import atomic_write_json
 from core.base.hashing import sha256_file
+from core.child.pairing import answer_dependence
 from core.memory.buffers import HELDOUT_ROWS_FILENAME, MemorySet, ReplayBuffer, Row
+from core.memory.row_losses import ROW_LOSSES_FILENAME, RowLosses, cache_path, row_key
 from core.state.layout import BaseDir
 from core.train import UltimateTrainer
 from profiles import get_profile
@@ -35,7 +37,6 @@ from trainer.set_losses import SetLoss
 
 logger = logging.getLogger(__name__)
 
-EVAL_CACHE_DIRNAME = "cache/eval"
 _SKIPPED_ROWS = ("dropped", "untrained")
 
 
@@ -61,6 +62,7 @@ class GateRun:
         self.sets: list[EvalSet] = []
         self.problems: list[dict] = []
         self.before: dict[str, SetLoss | None] = {}
+        self.measured_before = 0
         self.seconds = 0.0
 
     @property
@@ -80,12 +82,35 @@ class GateRun:
         return rows
 
     def measure_before(self, job: UltimateTrainer) -> None:
-        """Build the sets and measure the model as loaded (the current model); call before ``train()``."""
+        """Build the sets and measure the model as loaded (the current model); call before ``train()``.
+        Rows with a stored number for this model (see module doc) are not measured again."""
         if not (self.config.gate.enabled and self.measure):
             return
         started = time.perf_counter()
         self.sets = self._build_sets(job)
-        self.before = {s.name: self._cached_before(job, s) for s in self.sets}
+        precision, attention = job.precision.value, job.attention.value
+        cache = cache_path(self.layout.root, self.model_source, precision, attention)
+        known = RowLosses(precision, attention)
+        if Path(self.model_source).is_dir():
+            known.load(Path(self.model_source) / ROW_LOSSES_FILENAME)
+        fresh = RowLosses(precision, attention).load(cache)
+        known.rows.update(fresh.rows)
+        measured = 0
+        for evaluated in self.sets:
+            keys = [row_key(f) for f in evaluated.features]
+            missing = known.missing(keys)
+            seconds = 0.0
+            if missing:
+                loss = job.measure([evaluated.features[i] for i in missing])
+                known.add([keys[i] for i in missing], loss.per_row)
+                fresh.add([keys[i] for i in missing], loss.per_row)
+                measured, seconds = measured + len(missing), loss.seconds
+            self.before[evaluated.name] = SetLoss.from_rows(known.get(keys), seconds)
+        if measured:
+            fresh.save(cache)
+        self.measured_before = measured
+        logger.info("%s: the current model measured on %d of %d evaluation rows (the rest were known)",
+                    self.data_file.name, measured, sum(s.rows for s in self.sets))
         self.seconds += time.perf_counter() - started
 
     def _build_sets(self, job: UltimateTrainer) -> list[EvalSet]:
@@ -100,18 +125,6 @@ class GateRun:
         memory_set = tokenize_set(MEMORY, MEMORY, [r.example for r in memory], job.tokenizer, self.profile, self.config)
         return sets + golden + ([memory_set] if memory_set.features else [])
 
-    def _cached_before(self, job: UltimateTrainer, evaluated: EvalSet) -> SetLoss:
-        key = hashlib.sha256(json.dumps(
-            [self.model_source, evaluated.sha256, job.precision.value, job.attention.value]).encode()).hexdigest()
-        path = self.layout.root / EVAL_CACHE_DIRNAME / f"{key}.json"
-        try:
-            return SetLoss(**json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError):
-            pass
-        measured = job.measure(evaluated.features)
-        atomic_write_json(path, measured.__dict__)
-        return measured
-
     def measure_after(self, job: UltimateTrainer, model_dir: Path) -> dict:
         """Measure the trained model, write the held-out rows into ``model_dir``; returns the ``gate``
         section of ``result.json`` (the daemon judges it)."""
@@ -119,9 +132,11 @@ class GateRun:
             return {}
         started = time.perf_counter()
         table = []
+        measured = RowLosses(job.precision.value, job.attention.value)
         for evaluated in self.sets:
             reuse = evaluated.kind == HELDOUT and job.heldout_loss is not None
             after = job.heldout_loss if reuse else job.measure(evaluated.features)
+            measured.add([row_key(f) for f in evaluated.features], after.per_row)
             before = self.before[evaluated.name]
             table.append({
                 "set": evaluated.name, "kind": evaluated.kind, "sha256": evaluated.sha256,
@@ -129,8 +144,16 @@ class GateRun:
                 "loss_before": before.loss, "loss_after": after.loss,
                 "seconds": round(before.seconds + (0.0 if reuse else after.seconds), 3),
             })
-        self.seconds += time.perf_counter() - started
         heldout = self._heldout_rows(job)
+        pairing = answer_dependence(job, [r.example for r in heldout], measured) \
+            if self.sets and self.config.gate.min_answer_dependence > 0 else None
+        for row in table:
+            if row["kind"] == HELDOUT and pairing:
+                row.update(pairing_rows=pairing["rows"], loss_paired=pairing["loss_paired"],
+                           loss_swapped=pairing["loss_swapped"])
+        if measured.rows:
+            measured.save(model_dir / ROW_LOSSES_FILENAME)  # the next file's "before", once promoted
+        self.seconds += time.perf_counter() - started
         _write_rows(model_dir / HELDOUT_ROWS_FILENAME, heldout)
         return {
             "enabled": self.config.gate.enabled,
@@ -141,6 +164,7 @@ class GateRun:
                 f"{self.data_file.name} has {job.file_examples} example(s), too few to hold some out; "
                 "it was trained whole and gated on the golden and memory sets only"),
             "replay": {"rows": len(self.replay_rows), "files": dict(Counter(r.file for r in self.replay_rows))},
+            "before_rows_measured": self.measured_before,
             "seconds": round(self.seconds, 3),
         }
 

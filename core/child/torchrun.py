@@ -9,6 +9,7 @@ torchrun turns any worker's non-zero exit into its own exit 1, so rank 0 records
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -17,12 +18,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch.distributed.run import get_args_parser
+
 from core.base.errors import UserError
 from core.child.agent import AGENT_MODULE, TORCHRUN_ENV
 from core.runs.job import GROUP_RUN_ENV, open_train_run
-from core.runs.run import RunStatus, read_run
+from core.runs.run import Run, RunStatus, read_run
 from trainer.config import TrainConfig
-from trainer.distributed import distributed_problems, group_size, processes_per_node, visible_gpus
+from trainer.distributed import distributed_problems, needs_torchrun, processes_per_node, visible_gpus
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +46,9 @@ class GroupLaunch:
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> GroupLaunch | None:
-        """The launch ``config.distributed`` asks for; None for a single process (no torchrun)."""
+        """The launch ``config.distributed`` asks for; None for a single process without FSDP (no torchrun)."""
         settings = config.distributed
-        if group_size(settings) == 1:
+        if not needs_torchrun(settings):
             return None
         if visible_gpus() == 0:
             logger.warning("distributed.nproc_per_node is %s without a GPU: DDP on gloo, for tests, not for speed",
@@ -72,8 +75,9 @@ class GroupLaunch:
             f"--nproc-per-node={self.nproc_per_node}",
             "--max-restarts=0",  # the daemon retries a failed attempt itself, counting it
             f"--monitor-interval={MONITOR_SECONDS}",
-            f"--shutdown-timeout={self.shutdown_timeout}",
         ]
+        if torchrun_has_shutdown_timeout():
+            args.append(f"--shutdown-timeout={self.shutdown_timeout}")
         if self.nnodes == 1:
             return [*args, "--standalone"]
         return [
@@ -84,6 +88,19 @@ class GroupLaunch:
     def command(self, module: str, args: list[str]) -> list[str]:
         """The command line that runs ``python -m module args`` in every process of the group."""
         return [sys.executable, "-m", AGENT_MODULE, *self.torchrun_args(), "--module", module, *args]
+
+
+@functools.cache
+def torchrun_has_shutdown_timeout() -> bool:
+    """Whether this torch's torchrun takes ``--shutdown-timeout`` (added after torch 2.11, which
+    exits 2 on the unknown option). Without it torchrun kills the workers 30 s after a stop, so a
+    checkpoint that takes longer is lost and the run resumes from the one before (said once)."""
+    if "--shutdown-timeout" in get_args_parser()._option_string_actions:
+        return True
+    logger.warning("this torch's torchrun has no --shutdown-timeout: it kills the training processes 30 s "
+                   "after a stop, so a longer checkpoint is lost (the run resumes from the previous one); "
+                   "upgrade torch to keep daemon.stop_timeout_seconds under torchrun")
+    return False
 
 
 def launch_problems(config: TrainConfig, *, daemon: bool = False) -> list[str]:
@@ -136,10 +153,32 @@ def train_in_group(
     run = open_train_run(config, config_text, data_file, base_dir, processes=group.processes)
     args = ["train", str(data_file), "--base-dir", str(base_dir), *(["--output", str(output)] if output else [])]
     logger.info("training %s under torchrun with %d processes in run %s", data_file.name, group.processes, run.id)
-    code = subprocess.call(group.command(CLI_MODULE, args), env={**os.environ, GROUP_RUN_ENV: str(run.path)})
+    return _call_group(group, args, run)
+
+
+def run_in_group(config: TrainConfig, argv: list[str], run: Run) -> int:
+    """``trainctl ARGV`` (a phase of ``trainctl run``) in every process of the group ``config`` asks
+    for, as members of the open ``run``; torchrun's exit code. Recorded in run.json: the launcher
+    and the number of processes.
+
+    Raises:
+        UserError: this machine cannot run ``config.distributed``; the message names the fields.
+    """
+    group = group_for_command(config)
+    if group is None:
+        raise UserError("a torchrun group cannot start another one; run `trainctl run` outside torchrun")
+    run.update(launcher="torchrun", processes=group.processes)
+    logger.info("run %s: training under torchrun with %d processes", run.id, group.processes)
+    return _call_group(group, argv, run)
+
+
+def _call_group(group: GroupLaunch, argv: list[str], run: Run) -> int:
+    """Run ``trainctl ARGV`` in the group with ``run``'s folder handed over; mark the run ended when
+    rank 0 could not (it died, or it runs on another machine)."""
+    code = subprocess.call(group.command(CLI_MODULE, argv), env={**os.environ, GROUP_RUN_ENV: str(run.path)})
     run.detach_log()
     ended = read_run(run.path)
-    if ended is not None and ended.status is RunStatus.RUNNING:  # rank 0 died, or it runs on another machine
+    if ended is not None and ended.status is RunStatus.RUNNING:
         if code == 0:
             ended.finish(RunStatus.COMPLETED, node_rank=group.node_rank)
         else:

@@ -5,6 +5,9 @@ Run by the daemon through ``core.child.launcher.launch_training``::
     python -m core.child.worker --base-dir D --file F --output OUT [--config C] [--model-source M]
                                 [--resume CKPT]
 
+or started ahead as a standby child (``--standby FD``, see ``core.child.warmup``), which gets the same
+arguments over a socket once the file is known.
+
 ``OUT`` is the file's work folder: ``checkpoints/`` (step checkpoints), ``model/`` (the trained
 model) and ``result.json`` (what happened, written atomically for the daemon). Each file also gets a
 run folder ``runs/<time>/`` (run.json, train.log, TensorBoard events); a resumed attempt reopens it. The exit code tells
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from core.base.atomic import atomic_write_json, atomic_write_text
 from core.base.errors import is_disk_full
-from core.child.agent import parent_death_signal, set_parent_death_signal
+from core.child.agent import TORCHRUN_ENV, parent_death_signal, set_parent_death_signal
 from core.child.gate_run import GateRun
 from core.child.progress import ProgressCallback, StopFlag
 from core.child.protocol import (
@@ -40,7 +43,9 @@ from core.child.protocol import (
     PARENT_PID_ENV,
     RESULT_FILENAME,
     RUN_POINTER,
+    STANDBY_OPTION,
 )
+from core.child.warmup import serve_standby
 from core.runs.follower import FollowerRun
 from core.runs.job import finish_job, start_job
 from core.runs.run import Run, RunStatus, data_file_record, read_run, reopen_run, start_run
@@ -70,13 +75,11 @@ def stop_with_parent(stop: StopFlag) -> None:
         stop.requested = True
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train ``args.file``; write ``result.json``; return the exit code."""
+def run(args: argparse.Namespace, stop: StopFlag) -> int:
+    """Train ``args.file``; write ``result.json``; return the exit code. SIGTERM sets ``stop``."""
     layout = BaseDir.at(args.base_dir)
     output = Path(args.output)
     config_path = Path(args.config) if args.config else layout.config_file
-    stop = StopFlag()
-    signal.signal(signal.SIGTERM, stop.request)
     stop_with_parent(stop)
     config = load_config(config_path)
     resume = Path(args.resume) if args.resume else None
@@ -124,7 +127,7 @@ def open_file_run(
     """
     pointer = output / RUN_POINTER
     previous = read_run(Path(pointer.read_text().strip())) if pointer.exists() else None
-    launch = {"launcher": "torchrun" if world_size() > 1 else "python", "processes": world_size()}
+    launch = {"launcher": "torchrun" if TORCHRUN_ENV in os.environ else "python", "processes": world_size()}
     if previous is not None and resume is not None:
         return reopen_run(previous, from_checkpoint=str(resume), **launch)
     run = start_run(
@@ -153,25 +156,36 @@ def _finish(output: Path, outcome: str, code: int, **fields) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.child.worker", description=__doc__.splitlines()[0])
     parser.add_argument("--base-dir", required=True, type=Path, help="the daemon's base directory")
-    parser.add_argument("--file", required=True, type=Path, help="the claimed JSONL file to train on")
-    parser.add_argument("--output", required=True, type=Path, help="the run's work folder")
+    parser.add_argument("--file", type=Path, help="the claimed JSONL file to train on (required)")
+    parser.add_argument("--output", type=Path, help="the run's work folder (required)")
     parser.add_argument(
         "--model-source", help="model or adapter dir (or hub id) to start from (default: current_model, "
         "else base_model)"
     )
     parser.add_argument("--config", type=Path, help="config file to use (default: BASE_DIR/config.json)")
     parser.add_argument("--resume", help="checkpoint folder to resume from")
+    parser.add_argument(
+        STANDBY_OPTION, type=int, metavar="FD", help="start as a standby child: warm up, then read the other "
+        "arguments from the daemon on socket FD (core.child.protocol)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the training child; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     level = logging.INFO if is_main_process() else logging.WARNING  # one progress log, not one per rank
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.standby is not None:
+        args = parser.parse_args(serve_standby(args.standby))
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, stop.request)
+    if args.file is None or args.output is None:
+        parser.error("--file and --output are required")
     args.output.mkdir(parents=True, exist_ok=True)
     try:
-        return run(args)
+        return run(args, stop)
     except Exception as exc:
         logger.exception("training %s failed", args.file.name)
         code = EXIT_DISK_FULL if is_disk_full(exc, args.output) else EXIT_FAILED

@@ -42,10 +42,19 @@ def _base_dir_parent() -> argparse.ArgumentParser:
     return parent
 
 
+def _installed_version() -> str:
+    """trainctl's version as installed, or a note that this checkout runs without being installed
+    (``PYTHONPATH=. python -m core.cli``), which must not stop any command."""
+    try:
+        return importlib.metadata.version("trainctl")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed: running from a source checkout)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parent = _base_dir_parent()
     parser = argparse.ArgumentParser(prog="trainctl", description=DESCRIPTION, epilog=EPILOG)
-    parser.add_argument("--version", action="version", version=f"trainctl {importlib.metadata.version('trainctl')}")
+    parser.add_argument("--version", action="version", version=f"trainctl {_installed_version()}")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
     add_config_parser(sub, parent)

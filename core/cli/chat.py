@@ -15,28 +15,39 @@ _HELP = "type a message; /reset forgets the conversation, /exit (or Ctrl-D) quit
 
 def cmd_chat(args: argparse.Namespace) -> int:
     # Imported here, not at the top: they load torch, which every other trainctl command would pay for.
+    import torch
     from transformers.utils.logging import disable_progress_bar
 
     from core.snapshots.selection import select_model
     from profiles import get_profile
     from trainer.inference.chat import ChatSession, GenerationSettings
-    from trainer.inference.loading import load_trained
+    from trainer.inference.loading import generation_threads, load_trained
 
     disable_progress_bar()  # the weight-loading bars would bury the reply
+    threads = args.threads or min(torch.get_num_threads(), generation_threads())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        base = layout.BaseDir.at(args.base_dir)
+        selected = select_model(base, load_config(base.config_file), args.snapshot, allow_base=True)
+        started = time.monotonic()
+        loaded = load_trained(selected.path, selected.base)
+        how = f"LoRA adapter on {loaded.base}" if loaded.base else "full model"
+        print(f"chat: {selected.label} ({how}, profile {selected.profile}), loaded in "
+              f"{time.monotonic() - started:.1f} s, {threads} CPU thread(s)", file=sys.stderr)
+        session = ChatSession(loaded.model, loaded.tokenizer, get_profile(selected.profile), system=args.system)
+        _converse(session, GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature),
+                  args.prompt)
+    finally:
+        torch.set_num_threads(before)  # the process may go on (tests call main() in-process)
+    return 0
 
-    base = layout.BaseDir.at(args.base_dir)
-    config = load_config(base.config_file)
-    selected = select_model(base, config, args.snapshot, allow_base=True)
-    started = time.monotonic()
-    loaded = load_trained(selected.path, selected.base)
-    how = f"LoRA adapter on {loaded.base}" if loaded.base else "full model"
-    print(f"chat: {selected.label} ({how}, profile {selected.profile}), loaded in "
-          f"{time.monotonic() - started:.1f} s", file=sys.stderr)
-    session = ChatSession(loaded.model, loaded.tokenizer, get_profile(selected.profile), system=args.system)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    if args.prompt is not None:
-        _answer(session, args.prompt, settings)
-        return 0
+
+def _converse(session, settings, prompt: str | None) -> None:
+    """One reply to ``prompt``, or a conversation on stdin when it is None."""
+    if prompt is not None:
+        _answer(session, prompt, settings)
+        return
     print(_HELP, file=sys.stderr)
     while (line := _read_line()) is not None:
         if line in ("/exit", "/quit"):
@@ -46,7 +57,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print("(conversation cleared)", file=sys.stderr)
         elif line:
             _answer(session, line, settings)
-    return 0
 
 
 def _answer(session, text: str, settings) -> None:
@@ -71,6 +81,8 @@ def add_chat_parser(sub, parent) -> None:
     chat.add_argument("--max-new-tokens", type=_positive_int, default=256, help="longest reply (default: 256)")
     chat.add_argument("--temperature", type=_non_negative_float, default=0.0,
                       help="0 (default) answers greedily; above 0 samples")
+    chat.add_argument("--threads", type=_positive_int,
+                      help="CPU threads (default: the cores other processes leave free, at least 1)")
     chat.set_defaults(func=cmd_chat)
 
 

@@ -24,7 +24,7 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    before, after = rollback_recorded(layout.existing_base_dir(args.base_dir), args.snapshot)
+    before, after = rollback_recorded(layout.existing_base_dir(args.base_dir), args.snapshot, deep=args.deep)
     print(f"current_model -> {after.id} (was {before.id if before else 'none'})")
     return 0
 
@@ -40,4 +40,6 @@ def add_snapshot_parsers(sub, parent) -> None:
     snaps.set_defaults(func=snapshot_errors_exit_1(cmd_snapshots))
     rollback = sub.add_parser("rollback", parents=[parent], help="point current_model at an earlier snapshot")
     rollback.add_argument("snapshot", help="snapshot id, unique id prefix, or 'previous'")
+    rollback.add_argument("--deep", action="store_true",
+                          help="read and hash every file again instead of comparing size, times and inode")
     rollback.set_defaults(func=snapshot_errors_exit_1(cmd_rollback))

@@ -82,10 +82,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from core.child.torchrun import run_in_group
     from core.runs.runner import RunRequest, run_command
 
     resume = str(args.resume) if args.resume else ("none" if args.no_resume else "auto")
-    request = RunRequest(args.base_dir, resume=resume, device=args.device)
+    request = RunRequest(args.base_dir, resume=resume, device=args.device, launch_group=run_in_group)
     for run in run_command(args.phase, args.config, request):
         record = run.record
         print(

@@ -1,6 +1,8 @@
 """Training one claimed file in a child process, from the daemon's side: start it, hand it its lock, wait.
 
-The child's side is ``core.child.worker``; what the two agree on is ``core.child.protocol``.
+The child is the standby child the daemon keeps warm (``core.child.standby``) when there is one, else
+a fresh process. The child's side is ``core.child.worker``; what the two agree on is
+``core.child.protocol``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.base.locking import hand_over, lock_for_child, lock_holder, wait_for_lock
-from core.child.launcher import launch_training
+from core.child.launcher import launch_training, worker_args
 from core.child.protocol import CHILD_LOCK_FILENAME
+from core.child.standby import Standby
 from core.child.supervisor import POLL_SECONDS, StopRequest, wait_for_child
 from core.child.torchrun import GroupLaunch, group_exit_code
 from core.daemon.work_queue import WorkItem
@@ -29,23 +32,31 @@ LOG_TAIL_CHARS = 4000
 def run_child(
     layout: BaseDir, item: WorkItem, config: TrainConfig, model_source: str, resume: Path | None,
     log_file: Path, stop: StopRequest, *, on_tick: Callable[[], None], on_stop: Callable[[], None],
+    standby: Standby | None = None,
 ) -> int:
     """Train ``item`` in a child process and return its exit code (see ``core.child.protocol``).
 
-    The work folder's lock is taken here, before the child starts, and handed to it, so that no
-    moment of the child's life is unguarded against a second daemon.
+    The work folder's lock is taken here, before the child starts or ``standby``'s child gets the
+    file, and handed to it, so that no moment of the child's life is unguarded against a second daemon.
     """
     group = GroupLaunch.from_config(config)
     if group is not None:
         logger.info("%s: training under torchrun with %d processes", item.path.name, group.processes)
+    warm = standby.take(config) if standby is not None and group is None else None
     lock = lock_for_child(item.work_dir / CHILD_LOCK_FILENAME)  # held until the child exits
     try:
-        child = launch_training(
-            layout.root, item.path, item.work_dir, config_file=item.write_config(config),
-            model_source=model_source, resume=resume, log_file=log_file, pass_fds=(lock,), group=group,
-        )
+        config_file = item.write_config(config)
+        child = warm.hand(worker_args(layout.root, item.path, item.work_dir, config_file=config_file,
+                                      model_source=model_source, resume=resume), lock, log_file) if warm else None
+        if child is None:
+            child = launch_training(
+                layout.root, item.path, item.work_dir, config_file=config_file,
+                model_source=model_source, resume=resume, log_file=log_file, pass_fds=(lock,), group=group,
+            )
     except BaseException:
         os.close(lock)
+        if warm is not None and warm.alive():
+            warm.kill()
         raise
     hand_over(lock, child.pid)
     code = wait_for_child(child, stop, config.daemon.stop_timeout_seconds, on_tick=on_tick, on_stop=on_stop)

@@ -33,6 +33,7 @@ from core.base.clock import utc_now_iso
 from core.base.errors import is_disk_full
 from core.base.hashing import sha256_file
 from core.child.protocol import EXIT_DISK_FULL, EXIT_TRAINED
+from core.child.standby import Standby
 from core.child.supervisor import POLL_SECONDS, StopRequest
 from core.daemon.child_run import log_tail, run_child, wait_for_orphan
 from core.daemon.config_guard import ConfigGuard
@@ -52,6 +53,7 @@ from core.state.ledger import Ledger
 from core.state.status import DaemonState, StatusFile
 from profiles import get_profile
 from trainer.config import TrainConfig
+from trainer.data.dataset import CACHE_DIRNAME
 from trainer.data.validation import ValidationReport, validate_file
 from trainer.model.loading import load_tokenizer
 
@@ -95,6 +97,7 @@ class TrainingDaemon:
         self._next_check = 0.0
         self._tokenizer: tuple[str, Any] | None = None
         self._tensorboard_url: str | None = None
+        self.standby = Standby(self.layout.root)  # a warm training child; used from run_forever() on
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -191,7 +194,9 @@ class TrainingDaemon:
     def _validate(self, path: Path, config: TrainConfig, model_source: str) -> ValidationReport:
         if self._tokenizer is None or self._tokenizer[0] != model_source:
             self._tokenizer = (model_source, load_tokenizer(model_source, config.trust_remote_code))
-        return validate_file(path, config, self._tokenizer[1], get_profile(config.profile))
+        # The same cache the child reads: a validated file is not tokenized a second time.
+        cache_dir = self.layout.root / CACHE_DIRNAME if config.data.cache_tokenized else None
+        return validate_file(path, config, self._tokenizer[1], get_profile(config.profile), cache_dir)
 
     def _train(self, item: WorkItem, config: TrainConfig, state: WorkState, report: ValidationReport) -> Outcome:
         name = item.path.name
@@ -210,7 +215,7 @@ class TrainingDaemon:
         self._start_tensorboard()
         log_file = self.layout.logs / f"train-{item.path.stem}.log"
         code = run_child(self.layout, item, config, state.model_source, resume, log_file, self.stop,
-                         on_tick=self.notifier.watchdog, on_stop=self._stopping)
+                         on_tick=self.notifier.watchdog, on_stop=self._stopping, standby=self.standby)
         result = item.read_result() or {}
         if code == EXIT_TRAINED and result.get("outcome") == "trained":
             self.events.emit(EventType.TRAINING_COMPLETED, file=name, steps=result.get("steps"),
@@ -285,6 +290,7 @@ class TrainingDaemon:
         """
         with DaemonLock(self.layout.lock_file):
             self.stop.install()
+            self.standby.start()
             watcher = InboxWatcher(self.layout.inbox, self.wake)
             watcher.start()
             self._started()
@@ -301,8 +307,10 @@ class TrainingDaemon:
                     if once and outcome in PAUSES and outcome is not Outcome.WAITING:
                         break
                     if outcome in PAUSES:
+                        self.standby.keep_ready(self.guard.config)  # warm the next child while waiting
                         self._sleep(outcome)
             finally:
+                self.standby.close()
                 watcher.stop()
                 self._stopped()
         return self.counts.exit_code() if once else (2 if outcome is Outcome.CONFIG_REJECTED else 0)

@@ -2,7 +2,8 @@
 
 Every endpoint that changes something depends on :func:`require_token`; the read endpoints on
 :func:`read_access`, which asks for the token too when the server is bound to a non-loopback
-address. A server started by ``trainctl serve`` (no daemon) is read-only: its changing endpoints
+address. The event stream alone (:func:`stream_access`) also takes the token as ``?token=``:
+a browser's ``EventSource`` cannot send an ``Authorization`` header. A server started by ``trainctl serve`` (no daemon) is read-only: its changing endpoints
 answer 403 after the token check, before they touch anything.
 """
 
@@ -13,7 +14,7 @@ import ipaddress
 import threading
 from dataclasses import dataclass, field
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 
 from core.state.layout import BaseDir
 
@@ -60,9 +61,11 @@ def context(request: Request) -> HttpContext:
     return request.app.state.context
 
 
-def _check_token(request: Request, ctx: HttpContext) -> None:
+def _check_token(request: Request, ctx: HttpContext, query_token: str | None = None) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" and query_token is not None:
+        scheme, given = "bearer", query_token
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), ctx.token.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -76,6 +79,17 @@ def read_access(request: Request, ctx: HttpContext = Depends(context)) -> HttpCo
     """Dependency of every read endpoint: open on loopback, token needed elsewhere."""
     if not ctx.loopback:
         _check_token(request, ctx)
+    return ctx
+
+
+def stream_access(
+    request: Request,
+    token: str | None = Query(None, description="The bearer token, for an EventSource off loopback (it cannot send headers)"),
+    ctx: HttpContext = Depends(context),
+) -> HttpContext:
+    """Dependency of the event stream: as :func:`read_access`, the token also accepted as ``?token=``."""
+    if not ctx.loopback:
+        _check_token(request, ctx, query_token=token)
     return ctx
 
 

@@ -1,7 +1,8 @@
 """``GET /metrics``: the daemon's numbers for Prometheus, read from the base dir at each scrape.
 
-The file counters count the event log (``status/events.jsonl``), which only grows, so they are
-true counters across daemon restarts; the log is read incrementally (:class:`EventTail`).
+The file counters count the event log (``status/events.jsonl``), read incrementally
+(:class:`EventTail`) and followed across its rotations; a server started later counts from the
+current log file, which Prometheus sees as a counter reset.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from prometheus_client.registry import Collector
 from core.base.locking import pid_alive
 from core.daemon.inbox import Inbox
 from core.http.access import HttpContext, read_access
-from core.http.events import EventTail
+from core.state.events import EventTail
 from core.state.status import DaemonState, StatusFile, StatusFileError, TrainingStatus
 
 router = APIRouter(tags=["metrics"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException
 
@@ -19,15 +21,36 @@ def status_payload(ctx: HttpContext) -> dict:
     """``training_status.json`` (defaults when the daemon has not written it) and the pause flag
     (``claiming_paused``: what ``status/paused`` holds, None when the daemon claims files).
 
+    Both files are read again only when one of them changed (inode, mtime or size; every write
+    replaces the file), so fifty dashboards polling cost fifty ``stat`` pairs, not fifty parses.
+
     Raises:
         HTTPException: 500 when the status file is not a valid status.
     """
+    key = (file_signature(ctx.layout.status_file), file_signature(ctx.layout.pause_file), ctx.read_only)
+    cached = _payloads.get(ctx.layout.root)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     try:
         current = StatusFile(ctx.layout.status_file).read() or TrainingStatus()
     except StatusFileError as exc:
         raise HTTPException(500, detail=str(exc)) from None
-    return {**current.model_dump(mode="json"), "claiming_paused": pause.pause_info(ctx.layout.pause_file),
-            "read_only": ctx.read_only}
+    payload = {**current.model_dump(mode="json"), "claiming_paused": pause.pause_info(ctx.layout.pause_file),
+               "read_only": ctx.read_only}
+    _payloads[ctx.layout.root] = (key, payload)
+    return payload
+
+
+_payloads: dict[Path, tuple[tuple, dict]] = {}  # base dir -> (file signatures, payload); replaced whole
+
+
+def file_signature(path: Path) -> tuple[int, int, int] | None:
+    """Inode, mtime and size of ``path`` (None if absent): changes with every write or replacement."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 @router.get("/status", summary="The daemon's status (training_status.json) and the pause flag")

@@ -126,12 +126,12 @@ def train_file(
 
 
 def open_train_run(
-    config: TrainConfig, config_text: str, data_file: Path, base_dir: Path, processes: int = 1
+    config: TrainConfig, config_text: str, data_file: Path, base_dir: Path, processes: int | None = None
 ) -> Run:
-    """The new ``runs/<time>/`` of a ``trainctl train``; under torchrun it is opened before the group
-    starts, and its path handed to every process in :data:`GROUP_RUN_ENV`."""
-    extra = {"model_source": BaseDir.at(base_dir).model_source(config), "processes": processes,
-             "launcher": "torchrun" if processes > 1 else "python"}
+    """The new ``runs/<time>/`` of a ``trainctl train``; under torchrun (``processes`` given) it is
+    opened before the group starts, and its path handed to every process in :data:`GROUP_RUN_ENV`."""
+    extra = {"model_source": BaseDir.at(base_dir).model_source(config), "processes": processes or 1,
+             "launcher": "python" if processes is None else "torchrun"}
     return start_run(
         BaseDir.at(base_dir).runs, phase="train", config=config, config_text=config_text,
         data_files=[data_file_record(data_file)], base_dir=base_dir, extra=extra,

@@ -16,16 +16,20 @@ that already completed is not trained again unless ``--no-resume`` is given.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from core.base.errors import UserError
-from core.runs.job import finish_job, start_job
+from core.runs.follower import FollowerRun
+from core.runs.job import GROUP_RUN_ENV, finish_job, start_job
 from core.runs.phases import LoadedPhase, check_data_files, load_phase, load_pipeline, mix_data
-from core.runs.run import Run, RunStatus, data_file_record, list_runs, reopen_run, start_run
+from core.runs.run import Run, RunStatus, data_file_record, list_runs, read_run, reopen_run, start_run
 from core.state.layout import BaseDir
 from trainer.checkpoints.markers import checkpoint_problem, latest_checkpoint
-from trainer.distributed import group_size
+from trainer.config import TrainConfig
+from trainer.distributed import distributed_problems, is_main_process, needs_torchrun
 from trainer.model.devices import check_device
 from trainer.model.loading import resolve_base_model
 from trainer.model.model_dirs import is_valid_model_dir
@@ -33,6 +37,13 @@ from trainer.model.model_dirs import is_valid_model_dir
 logger = logging.getLogger(__name__)
 
 MIXED_DATA = Path("data") / "train.jsonl"
+
+
+class GroupLauncher(Protocol):
+    """Runs ``trainctl ARGV`` in every process of a torchrun group for ``run`` (``core.child.torchrun``,
+    ``run_in_group``) and returns the group's exit code."""
+
+    def __call__(self, config: TrainConfig, argv: list[str], run: Run) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -44,12 +55,15 @@ class RunRequest:
         resume: ``auto`` (continue the same unfinished run), ``none``, or a checkpoint path.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         pipeline: the pipeline config file, when the phase is part of one.
+        launch_group: starts a phase whose ``distributed`` section needs torchrun (several
+            processes, or FSDP); None refuses such a phase.
     """
 
     base_dir: Path
     resume: str = "auto"
     device: str = "auto"
     pipeline: Path | None = None
+    launch_group: GroupLauncher | None = None
 
     @property
     def runs_root(self) -> Path:
@@ -125,6 +139,10 @@ def _open_run(loaded: LoadedPhase, request: RunRequest, model_source: str) -> tu
 def run_phase(loaded: LoadedPhase, request: RunRequest, model_source: str | None = None) -> Run:
     """Train one phase in its run folder; returns the finished run.
 
+    With ``distributed`` asking for several processes (or FSDP), this process opens the run folder
+    and mixes the data, then ``request.launch_group`` trains the phase in a torchrun group (see
+    :func:`train_group_member`), whose rank 0 records the result in the same folder.
+
     Args:
         loaded: the phase config.
         request: base dir, resume choice, device.
@@ -132,20 +150,17 @@ def run_phase(loaded: LoadedPhase, request: RunRequest, model_source: str | None
             A continued run keeps the model source it was started with.
 
     Raises:
-        UserError: bad data, device, or resume checkpoint (the run, if started, is marked failed).
+        UserError: bad data, device, or resume checkpoint, or the group's training did not complete
+            (the run, if started, is marked failed).
     """
     training = loaded.config.training
-    if group_size(training.distributed) > 1:
-        raise UserError(
-            f"{loaded.path}: training.distributed asks for {group_size(training.distributed)} processes, but "
-            "`trainctl run` trains in one process; set distributed.nproc_per_node to 1 here, or train several "
-            "processes with `trainctl train` or the daemon (docs/distributed.md)"
-        )
     model_source = model_source or resolve_base_model(request.base_dir, training)
     run, checkpoint = _open_run(loaded, request, model_source)
     with run:
         train_file, rows = mix_data(loaded, request.base_dir, run.path / MIXED_DATA)
         logger.info("run %s: %s phase on %d mixed rows", run.id, loaded.config.phase, rows)
+        if needs_torchrun(training.distributed):
+            return _train_in_group(loaded, request, run, checkpoint)
         job = start_job(
             run, training, loaded.text, train_file, base_dir=request.base_dir,
             model_source=run.record["model_source"], output_dir=run.checkpoints,
@@ -154,6 +169,49 @@ def run_phase(loaded: LoadedPhase, request: RunRequest, model_source: str | None
         result = job.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         finish_job(run, job, result, run.model_dir)
     return run
+
+
+def _train_in_group(loaded: LoadedPhase, request: RunRequest, run: Run, checkpoint: Path | None) -> Run:
+    """Train the phase of the open ``run`` under torchrun: every process runs this phase's
+    ``trainctl run`` as a member of ``run``; the run as rank 0 recorded it."""
+    if request.launch_group is None:
+        raise UserError(f"{loaded.path}: training.distributed needs torchrun (several processes or FSDP); "
+                        "start this phase with `trainctl run`, which launches it")
+    argv = [
+        "run", "--phase", loaded.config.phase, "--config", str(loaded.path.resolve()),
+        "--base-dir", str(request.base_dir.resolve()), "--device", request.device,
+        *(["--resume", str(checkpoint)] if checkpoint else ["--no-resume"]),
+    ]
+    code = request.launch_group(loaded.config.training, argv, run)
+    run.record = (read_run(run.path) or run).record
+    if run.status is not RunStatus.COMPLETED:
+        raise UserError(
+            f"{loaded.config.phase} phase of run {run.id} ended {run.status.value} under torchrun (exit code "
+            f"{code}); see {run.log_file}, then run the same command again to continue from its last checkpoint"
+        )
+    return run
+
+
+def train_group_member(loaded: LoadedPhase, request: RunRequest, run_path: Path) -> None:
+    """One process of a torchrun group training ``loaded`` in the run folder its launcher opened.
+
+    The launcher recorded the model source and mixed the data; ``request.resume`` names the
+    checkpoint (or ``none``). Global rank 0 records in the run; the others only train.
+    """
+    record = (read_run(run_path) or Run(run_path, {})).record
+    checkpoint = _explicit_checkpoint(request) if request.resume not in ("auto", "none") else None
+    run = Run(run_path, record) if is_main_process() else FollowerRun(run_path)
+    if isinstance(run, Run):
+        run.attach_log()
+    with run:
+        job = start_job(
+            run, loaded.config.training, loaded.text, run_path / MIXED_DATA, base_dir=request.base_dir,
+            model_source=record["model_source"], output_dir=run.checkpoints,
+            label=f"{loaded.config.phase} {run.id}", resume=checkpoint, device=request.device,
+            tensorboard_server=is_main_process(),
+        )
+        result = job.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        finish_job(run, job, result, run.model_dir)
 
 
 def _completed_in_pipeline(loaded: LoadedPhase, request: RunRequest) -> Run | None:
@@ -169,18 +227,28 @@ def _completed_in_pipeline(loaded: LoadedPhase, request: RunRequest) -> Run | No
 def run_command(phase: str, config_file: Path, request: RunRequest) -> list[Run]:
     """What ``trainctl run`` does: check everything first, then train each phase in order.
 
+    Returns:
+        The phases' runs; [] in a process of a torchrun group, whose launcher reports the run.
+
     Raises:
-        UserError: bad config, missing data files (all listed), or unusable device; raised before
+        UserError: bad config, missing data files (all listed), unusable device, or a ``distributed``
+            section this machine cannot run (each problem naming its file and field); raised before
             any model is loaded.
     """
     config_file = config_file if config_file.is_absolute() else request.base_dir / config_file
     if phase == "pipeline":
         phases = load_pipeline(config_file, request.base_dir)
-        request = RunRequest(request.base_dir, request.resume, request.device, config_file.resolve())
+        request = replace(request, pipeline=config_file.resolve())
     else:
         phases = [load_phase(config_file, expected=phase)]
     check_data_files(phases, request.base_dir)
     check_device(request.device)
+    if problems := [f"{loaded.path}: {problem}" for loaded in phases
+                    for problem in distributed_problems(loaded.config.training.distributed)]:
+        raise UserError("; ".join(problems))
+    if (member_of := os.environ.get(GROUP_RUN_ENV)) is not None:  # one process of a torchrun group
+        train_group_member(phases[0], request, Path(member_of))
+        return []
     if request.resume not in ("auto", "none") and len(phases) > 1:
         raise UserError("--resume PATH names one checkpoint; use it with --phase pretrain or sft")
     runs: list[Run] = []

@@ -6,6 +6,9 @@ candidate (``loss_after``); :func:`judge` applies the rules of the ``gate`` conf
 * **held-out** (the file's own rows): with ``gate.require_improvement`` the candidate's loss must be
   lower than the current model's, or the file taught nothing that generalizes (shuffled answers,
   labels that contradict the questions);
+* **answers paired** (same held-out rows): with ``gate.min_answer_dependence`` the candidate's loss
+  must rise by that share when each answer is moved to another row's question, or the answers do
+  not depend on their questions (shuffled labels; ``core.child.pairing``);
 * **golden** (``eval/*.jsonl``) and **memory** (earlier files' held-out rows): the candidate's loss
   may be at most ``gate.max_regression`` (a share) above the current model's, so a file cannot buy
   its own gain with what the model knew.
@@ -55,12 +58,10 @@ def _judge_row(row: dict, gate: GateSettings) -> tuple[str, str | None]:
     if before is None or after is None:
         return "-", None
     if row["kind"] == HELDOUT:
-        if not gate.require_improvement:
-            return "-", None
-        if after < before:
-            return "improved", None
-        return "not improved", (f"gate.require_improvement: the loss on {name} (the file's own held-out rows) "
-                                f"must fall, but went from {before:.4f} to {after:.4f}")
+        if gate.require_improvement and not after < before:
+            return "not improved", (f"gate.require_improvement: the loss on {name} (the file's own held-out rows) "
+                                    f"must fall, but went from {before:.4f} to {after:.4f}")
+        return _judge_pairing(row, gate)
     if row["kind"] in (GOLDEN, MEMORY, FILE):
         limit = before * (1 + gate.max_regression)
         if after <= limit:
@@ -68,6 +69,22 @@ def _judge_row(row: dict, gate: GateSettings) -> tuple[str, str | None]:
         return "regressed", (f"gate.max_regression: the loss on {name} rose {100 * (after / before - 1):.1f}% "
                              f"({before:.4f} -> {after:.4f}), more than the {100 * gate.max_regression:g}% allowed")
     return "-", None
+
+
+def _judge_pairing(row: dict, gate: GateSettings) -> tuple[str, str | None]:
+    """The mismatch baseline (``core.child.pairing``): answers must fit their own questions best."""
+    verdict = "improved" if gate.require_improvement else "-"
+    paired, swapped = row.get("loss_paired"), row.get("loss_swapped")
+    if gate.min_answer_dependence <= 0 or paired is None or swapped is None:
+        return verdict, None
+    if swapped >= paired * (1 + gate.min_answer_dependence):
+        return verdict, None
+    return "answers unpaired", (
+        f"gate.min_answer_dependence: on {row['set']} the candidate's loss with each answer moved to another "
+        f"row's question ({swapped:.4f}) is only {100 * (swapped / paired - 1):+.1f}% above its loss on the "
+        f"rows as written ({paired:.4f}), not the {100 * gate.min_answer_dependence:g}% required: the answers "
+        "do not depend on their questions (shuffled or wrong labels?); check the file, or lower "
+        "gate.min_answer_dependence if its answers are meant to be the same whatever the question")
 
 
 def judge(sets: list[dict], gate: GateSettings) -> Decision:
@@ -94,6 +111,7 @@ def evaluation_record(measured: dict | None, decision: Decision) -> dict:
         "problems": measured.get("problems", []),
         "replay": measured.get("replay"),
         "heldout_rows": measured.get("heldout_rows"),
+        "before_rows_measured": measured.get("before_rows_measured"),
         "seconds": measured.get("seconds"),
     }
 

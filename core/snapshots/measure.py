@@ -16,7 +16,16 @@ from core.snapshots.store import SnapshotInfo
 from core.state.layout import BaseDir
 from profiles import get_profile
 from trainer.config import TrainConfig
-from trainer.data.eval_sets import FILE, HELDOUT, MEMORY, EvalSet, SetProblem, load_golden_sets, read_set_file, tokenize_set
+from trainer.data.eval_sets import (
+    FILE,
+    HELDOUT,
+    MEMORY,
+    EvalSet,
+    SetProblem,
+    load_golden_sets,
+    read_set_file,
+    tokenize_set,
+)
 from trainer.set_losses import LossMeter, SetLoss
 
 logger = logging.getLogger(__name__)
@@ -61,4 +70,13 @@ def gate_snapshot(layout: BaseDir, config: TrainConfig, candidate: SnapshotInfo,
     after = measure_sets(candidate_meter, sets)
     del candidate_meter
     before = measure_sets(LossMeter(current, config, layout.root), sets)
-    return judge(table(sets, after, before), config.gate), problems
+    return judge(_with_pairing(table(sets, after, before), candidate), config.gate), problems
+
+
+def _with_pairing(rows: list[dict], candidate: SnapshotInfo) -> list[dict]:
+    """The held-out row with the candidate's answer-pairing numbers from its manifest (measured
+    once, in training: they do not depend on the current model; ``core.child.pairing``)."""
+    recorded = next((r for r in (candidate.evaluation or {}).get("sets") or [] if r.get("kind") == HELDOUT), {})
+    keys = ("pairing_rows", "loss_paired", "loss_swapped")
+    return [{**row, **{k: recorded[k] for k in keys if k in recorded}} if row["kind"] == HELDOUT else row
+            for row in rows]

@@ -23,7 +23,6 @@ from pathlib import Path
 from core.base.atomic import atomic_write_json, atomic_write_text, fsync_dir, fsync_tree, remove_tree
 from core.base.clock import utc_now_iso
 from core.snapshots.history import PromotionStack
-from core.snapshots.model_card import write_model_card
 from core.snapshots.manifest import (
     MANIFEST_NAME,
     PIN_MARKER,
@@ -31,9 +30,11 @@ from core.snapshots.manifest import (
     build_manifest,
     check_manifest,
     file_digests,
+    file_records,
     read_manifest,
     verify_snapshot,
 )
+from core.snapshots.model_card import write_model_card
 from core.state.layout import BaseDir
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "SnapshotInfo",
     "SnapshotStore",
     "build_manifest",
+    "file_digests",
     "format_snapshot_table",
     "read_manifest",
     "verify_snapshot",
@@ -104,7 +106,7 @@ class SnapshotStore:
         snapshot_id = self._next_id(source_stem)
         staging = self._stage(Path(model_dir), snapshot_id)
         write_model_card(staging, {**manifest, "id": snapshot_id}, self.layout.snapshots)
-        files = file_digests(staging)
+        files = file_records(staging)  # hashed once, here; checks compare size, times and inode
         atomic_write_json(staging / MANIFEST_NAME, {**manifest, "id": snapshot_id, "files": files})
         fsync_tree(staging)
         final = self.layout.snapshots / snapshot_id
@@ -127,8 +129,10 @@ class SnapshotStore:
         logger.info("promoted snapshot %s to %s", info.id, self.layout.current_model)
         return self._info(info.path, info.id)
 
-    def rollback(self, ref: str) -> SnapshotInfo:
+    def rollback(self, ref: str, *, deep: bool = False) -> SnapshotInfo:
         """Make an earlier snapshot current again (``ref``: id, unique id prefix or ``previous``).
+
+        With ``deep`` every file is hashed again instead of only those whose metadata changed.
 
         Raises:
             SnapshotError: it cannot be resolved, is already current, or fails verification.
@@ -137,7 +141,7 @@ class SnapshotStore:
             info = self.resolve(ref)
             if info.is_current:
                 raise SnapshotError(f"{info.id} is already current; pick another snapshot")
-            self._verified(info.id)
+            verify_snapshot(info.path, deep=deep)
             self._swap_link(info.id)
             self.promotions.pop_to(info.id)
         logger.info("rolled back %s to snapshot %s", self.layout.current_model, info.id)
@@ -163,14 +167,14 @@ class SnapshotStore:
         """
         if ref == PREVIOUS:
             return self._previous()
-        snapshots = self.list()
-        exact = [s for s in snapshots if s.id == ref]
-        matches = exact or [s for s in snapshots if s.id.startswith(ref)]
+        dirs = self._snapshot_dirs()  # names only: one manifest is read, not every snapshot's
+        exact = [p for p in dirs if p.name == ref]
+        matches = exact or [p for p in dirs if p.name.startswith(ref)]
         if len(matches) == 1:
-            return matches[0]
+            return self._info(matches[0], self._current_id())
         if not matches:
             raise SnapshotError(f"no snapshot {ref!r}; see `trainctl snapshots list`")
-        names = ", ".join(s.id for s in matches)
+        names = ", ".join(p.name for p in matches)
         raise SnapshotError(f"{ref!r} matches {len(matches)} snapshots ({names}); give more of the id")
 
     def pin(self, ref: str) -> SnapshotInfo:

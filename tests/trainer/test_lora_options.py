@@ -12,10 +12,10 @@ import torch
 from peft.tuners.lora import LoraLayer
 
 from core.daemon.config_guard import lineage_problems
-from trainer.checkpoints.markers import write_completion_marker
-from trainer.checkpoints.resume import ResumeError, check_resume_compatible
 from core.train import TRAINING_INFO_FILENAME, UltimateTrainer
 from tests.conftest import chat_rows, write_jsonl
+from trainer.checkpoints.markers import write_completion_marker
+from trainer.checkpoints.resume import ResumeError, check_resume_compatible
 from trainer.config import TrainConfig, config_to_dict, parse_config
 from trainer.model.loading import load_model
 

@@ -52,7 +52,8 @@ class DistributedSettings(StrictModel):
     strategy: Literal["ddp", "fsdp"] = "ddp"
     """``ddp``: every process holds the whole model, gradients are averaged (use when the model,
     its gradients and optimizer state fit on one GPU, e.g. LoRA). ``fsdp``: they are sharded across the
-    processes (use for a full fine-tune that does not fit one GPU). FSDP needs CUDA GPUs."""
+    processes (use for a full fine-tune that does not fit one GPU). FSDP needs CUDA GPUs, and runs under
+    torchrun also with one process (it shards over a process group)."""
 
     nnodes: int = Field(1, ge=1)
     """Machines taking part. Above 1 each machine runs ``trainctl train`` on the same file with the

@@ -26,6 +26,11 @@ class GateSettings(StrictModel):
     """The candidate must have a lower loss than the current model on the file's own held-out rows
     (files too small to split are gated on the other sets only)."""
 
+    min_answer_dependence: float = Field(0.02, ge=0.0, le=10.0)
+    """The candidate's loss on the file's held-out rows with each answer moved to the next row's
+    question must be at least this share above its loss on the rows as written (0.02: 2%), or the
+    answers do not depend on their questions (shuffled labels) and the file is rejected. 0: off."""
+
     memory_rows: int = Field(512, ge=0, le=100_000)
     """Most held-out rows of earlier promoted files kept as the memory set, shared out evenly so that
     every earlier file stays represented. 0: no memory set."""

@@ -3,8 +3,8 @@
 Tokenizing chats is the slow part of data preparation (every assistant turn renders the template
 twice to find its span), and a file is often trained more than once: a retry after a failure, a
 resumed run, the same file dropped again with another config. The features therefore go to
-``<base dir>/cache/tokenized/<key>/`` (``datasets`` Arrow files via ``save_to_disk``), where the key
-is the SHA-256 of everything that decides them:
+``<base dir>/cache/tokenized/<key>/`` (one ``datasets`` Arrow file, memory-mapped when trained on),
+where the key is the SHA-256 of everything that decides them:
 
 * the bytes of the data file;
 * the tokenizer (its full serialized form, chat template and special tokens);
@@ -15,9 +15,16 @@ is the SHA-256 of everything that decides them:
   it uses, and the versions of ``transformers`` and ``tokenizers``, so that a code change or an
   upgrade never serves features the current code would not make.
 
-A hit loads memory-mapped Arrow files instead of tokenizing. Entries are written to a temporary
-folder and renamed into place, so a crash never leaves a half entry; only the
-:data:`KEEP_ENTRIES` most recently used entries are kept. The folder can be deleted at any time.
+The file is read, tokenized and written in one streaming pass (:func:`tokenize_file`): one row at
+a time goes from the JSONL line to the Arrow file, and only counts, a histogram of lengths and the
+first :data:`MAX_LISTED_ROWS` bad rows are kept, so memory does not grow with the file. The
+daemon's validation makes that same pass into the same cache (``validate_file(cache_dir=...)``),
+so the training child of a validated file, and every retry or resume, loads the features instead
+of tokenizing again.
+
+A hit memory-maps the Arrow file instead of tokenizing. Entries are written to a temporary folder
+and renamed into place, so a crash never leaves a half entry; only the :data:`KEEP_ENTRIES` most
+recently used entries are kept. The folder can be deleted at any time.
 """
 
 from __future__ import annotations
@@ -28,30 +35,62 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
-
 import tokenizers
 import transformers
+from datasets import Dataset, Features, List, Value
+from datasets.arrow_writer import ArrowWriter
 
 import trainer.data.chat_masking
 import trainer.data.formats
 import trainer.data.tokenization
 from profiles import Profile
 from trainer.config import TrainConfig
-from trainer.data.formats import DataFileError, RowError, read_examples
-from trainer.data.tokenization import ChatTemplateError, TokenizeStats, fill_system_prompt, tokenize_examples
+from trainer.data.formats import DataFileError, RowError, RowStream
+from trainer.data.tokenization import ChatTemplateError, ExampleEncoder, TokenizeStats, fill_system_prompt
 
 logger = logging.getLogger(__name__)
 
 CACHE_DIRNAME = "cache/tokenized"
 KEEP_ENTRIES = 16
 STATS_FILENAME = "trainctl_stats.json"
+FEATURES_FILENAME = "features.arrow"
+MAX_LISTED_ROWS = 1000
+"""Bad rows kept with their line and reason (the first ones); beyond that only their count."""
+FEATURES = Features({"input_ids": List(Value("int32")), "labels": List(Value("int64"))})
+"""The column types ``Dataset.from_list`` gives the same features, so cached and fresh data concatenate."""
+
+
+@dataclass
+class FilePass:
+    """What one pass over a file found; its size does not grow with the number of rows."""
+
+    format: str | None
+    total_lines: int
+    """Non-blank lines."""
+    good_rows: int
+    bad_rows: int
+    errors: list[RowError]
+    """The first :data:`MAX_LISTED_ROWS` bad rows."""
+    stats: TokenizeStats
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data for the cache entry (:meth:`from_dict` reads it back)."""
+        return {"format": self.format, "total_lines": self.total_lines, "good_rows": self.good_rows,
+                "bad_rows": self.bad_rows, "errors": [error.to_dict() for error in self.errors],
+                "stats": self.stats.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FilePass":
+        """The pass :meth:`to_dict` wrote."""
+        return cls(**{**data, "errors": [RowError(**error) for error in data["errors"]],
+                      "stats": TokenizeStats.from_dict(data["stats"])})
 
 
 @dataclass
@@ -72,17 +111,18 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 TOKEN_SHAPING_MODULES = (trainer.data.formats, trainer.data.tokenization, trainer.data.chat_masking)
-"""The data modules whose code decides the features of a file."""
+"""The data modules whose code decides the features of a file (with this one, which writes them)."""
 
 
 def token_code_sources(profile: Profile) -> dict[str, str]:
     """Module name to source of all code that shapes the tokens, plus the tokenizer libraries' versions.
 
-    That is :data:`TOKEN_SHAPING_MODULES`, the profile's module, and every ``profiles`` module that
-    one takes something from (a shared transform, the ``Example`` type).
+    That is :data:`TOKEN_SHAPING_MODULES` and this module, the profile's module, and every
+    ``profiles`` module that one takes something from (a shared transform, the ``Example`` type).
     """
     profile_module = inspect.getmodule(type(profile))
-    modules = {module.__name__: module for module in (*TOKEN_SHAPING_MODULES, profile_module)}
+    shaping = (*TOKEN_SHAPING_MODULES, sys.modules[__name__], profile_module)
+    modules = {module.__name__: module for module in shaping}
     for value in vars(profile_module).values():
         owner = inspect.getmodule(value)
         if owner is not None and owner.__name__.startswith("profiles."):
@@ -111,27 +151,68 @@ def cache_key(data_file: Path, tokenizer: Any, profile: Profile, config: TrainCo
     return digest.hexdigest()
 
 
-def _tokenize(data_file: Path, tokenizer: Any, profile: Profile, config: TrainConfig):
-    parsed = read_examples(data_file, profile)
+def tokenize_file(
+    data_file: Path, tokenizer: Any, profile: Profile, config: TrainConfig, arrow_path: Path | None
+) -> FilePass:
+    """Read and tokenize ``data_file`` one row at a time, writing the features to ``arrow_path``.
+
+    Args:
+        arrow_path: the Arrow file to write; None counts without keeping the features.
+
+    Raises:
+        DataFileError: the file is missing or not a regular file.
+        ChatTemplateError: the chat template fails on a row (the message names the file and line).
+    """
+    stream = RowStream(data_file, profile)
+    encoder = ExampleEncoder(tokenizer, profile, config.hyperparams.max_length, config.data.on_overlength)
+    found = FilePass(None, 0, 0, 0, [], encoder.stats)
+    writer = ArrowWriter(features=FEATURES, path=str(arrow_path)) if arrow_path is not None else None
     try:
-        features, stats = tokenize_examples(
-            parsed.examples, tokenizer, profile, config.hyperparams.max_length, config.data.on_overlength
-        )
+        for item in stream:
+            if isinstance(item, RowError):
+                found.bad_rows += 1
+                found.errors += [item] if len(found.errors) < MAX_LISTED_ROWS else []
+                continue
+            found.good_rows += 1
+            for feature in encoder.encode(item):
+                if writer is not None:
+                    writer.write(feature)
+        if writer is not None:
+            writer.finalize()
     except ChatTemplateError as exc:
         raise ChatTemplateError(f"{data_file}: {exc}") from exc
-    return features, stats, parsed.errors
+    finally:
+        if writer is not None:
+            writer.close()
+    found.format, found.total_lines = stream.format, stream.total_lines
+    return found
 
 
-def _save(entry: Path, features: list[dict], stats: TokenizeStats, errors: list[RowError]) -> None:
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
-    Dataset.from_list(features).save_to_disk(str(staging / "data"))
-    info = {"stats": asdict(stats), "errors": [error.to_dict() for error in errors]}
-    (staging / STATS_FILENAME).write_text(json.dumps(info))
+def cached_pass(
+    data_file: Path, tokenizer: Any, profile: Profile, config: TrainConfig, cache_dir: Path
+) -> tuple[Path, FilePass, bool]:
+    """The cache entry of ``data_file``, what its pass found, and whether it was there already.
+
+    On a miss the file is tokenized into a new entry (see the module doc); on a hit nothing is read
+    but the entry's statistics.
+    """
+    entry = cache_dir / cache_key(data_file, tokenizer, profile, config)
+    if entry.is_dir():
+        os.utime(entry)
+        return entry, FilePass.from_dict(json.loads((entry / STATS_FILENAME).read_text())), True
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
     try:
+        found = tokenize_file(data_file, tokenizer, profile, config, staging / FEATURES_FILENAME)
+        (staging / STATS_FILENAME).write_text(json.dumps(found.to_dict()))
         os.replace(staging, entry)
-    except OSError:  # another process stored the same key first; theirs is identical
+    except OSError:
+        if not entry.is_dir():
+            raise
+    finally:  # also when another process stored the same key first: theirs is identical
         shutil.rmtree(staging, ignore_errors=True)
+    _prune(cache_dir)
+    return entry, found, False
 
 
 def _prune(cache_dir: Path) -> None:
@@ -149,30 +230,35 @@ def build_train_data(
     """Features of ``data_file``: from the cache when the same inputs were tokenized before.
 
     Args:
-        cache_dir: the cache folder (usually ``<base dir>/cache/tokenized``); None disables caching.
+        cache_dir: the cache folder (usually ``<base dir>/cache/tokenized``); None disables caching
+            (the features are then built in a temporary folder and loaded into memory).
 
     Raises:
         DataFileError: the file has no example left to train on.
     """
     started = time.perf_counter()
-    entry = cache_dir / cache_key(data_file, tokenizer, profile, config) if cache_dir else None
-    if entry is not None and entry.is_dir():
-        info = json.loads((entry / STATS_FILENAME).read_text())
-        dataset, stats = Dataset.load_from_disk(str(entry / "data")), TokenizeStats(**info["stats"])
-        errors = [RowError(**error) for error in info["errors"]]
-        os.utime(entry)
-        hit = True
+    if cache_dir is not None:
+        entry, found, hit = cached_pass(data_file, tokenizer, profile, config, cache_dir)
+        dataset = Dataset.from_file(str(entry / FEATURES_FILENAME)) if found.stats.examples else None
     else:
-        features, stats, errors = _tokenize(data_file, tokenizer, profile, config)
-        if not features:
-            raise DataFileError(f"{data_file}: no usable example to train on")
-        dataset, hit = Dataset.from_list(features), False
-        if entry is not None:
-            _save(entry, features, stats, errors)
-            _prune(cache_dir)
-    for error in errors:
-        logger.warning("%s: skipping line %d: %s", data_file.name, error.line, error.reason)
+        with tempfile.TemporaryDirectory(prefix="trainctl-features-") as scratch:
+            features = Path(scratch) / FEATURES_FILENAME
+            found, hit = tokenize_file(data_file, tokenizer, profile, config, features), False
+            dataset = Dataset.from_file(str(features), in_memory=True)
+    if not found.stats.examples:
+        raise DataFileError(f"{data_file}: no usable example to train on")
     seconds = time.perf_counter() - started
+    _log_pass(data_file, found, hit, seconds)
+    return TrainData(dataset, found.stats, hit, seconds)
+
+
+def _log_pass(data_file: Path, found: FilePass, hit: bool, seconds: float) -> None:
+    for error in found.errors:
+        logger.warning("%s: skipping line %d: %s", data_file.name, error.line, error.reason)
+    if found.bad_rows > len(found.errors):
+        logger.warning("%s: skipping %d more bad rows (only the first %d are listed)",
+                       data_file.name, found.bad_rows - len(found.errors), len(found.errors))
+    stats = found.stats
     logger.info(
         "%s: %d examples, %d tokens (%d trained), %d truncated, %d dropped; %s in %.2f s",
         data_file.name, stats.examples, stats.total_tokens, stats.trained_tokens, stats.truncated,
@@ -183,4 +269,3 @@ def build_train_data(
             "%s: %d conversations train one sequence per reply: the chat template renders earlier turns "
             "differently as a conversation goes on (docs/models.md)", data_file.name, stats.per_turn_conversations,
         )
-    return TrainData(dataset, stats, hit, seconds)

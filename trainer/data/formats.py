@@ -24,7 +24,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from core.base.errors import UserError
 from profiles import Example, Profile
@@ -189,8 +189,11 @@ def _iter_lines(path: Path):
                 yield number, raw
 
 
-def read_examples(path: str | Path, profile: Profile | None = None) -> ParsedFile:
-    """Parse every line of a JSONL file into normalized examples and row errors.
+class RowStream:
+    """The rows of one file, read one line at a time: each good row as an example, each bad one as a ``RowError``.
+
+    Memory does not grow with the file: nothing but the line being parsed is held. After (or
+    during) iteration ``format`` is the file's format and ``total_lines`` the non-blank lines seen.
 
     Args:
         path: the JSONL file.
@@ -199,29 +202,58 @@ def read_examples(path: str | Path, profile: Profile | None = None) -> ParsedFil
     Raises:
         DataFileError: the file is missing or not a regular file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFileError(f"{path}: not a regular file")
-    parsed = ParsedFile(path=path, format=None)
-    for number, raw in _iter_lines(path):
-        parsed.total_lines += 1
-        try:
-            row = _decode_line(raw, number)
-            kind = detect_format(row)
-            if parsed.format not in (None, kind):
-                raise ValueError(f"row is {kind} format but the file is {parsed.format} (set by its first good row)")
-            example = FORMATS[kind][1](row)
-            problems = profile.validate_example(example) if profile else []
-            if problems:
-                raise ValueError("; ".join(problems))
-            parsed.format = kind
-        except ValueError as exc:
-            parsed.errors.append(RowError(number, str(exc)))
-            continue
-        example["_line"] = number
-        parsed.examples.append(example)
+
+    def __init__(self, path: str | Path, profile: Profile | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataFileError(f"{self.path}: not a regular file")
+        self.profile = profile
+        self.format: str | None = None
+        self.total_lines = 0
+
+    def __iter__(self) -> Iterator[Example | RowError]:
+        for number, raw in _iter_lines(self.path):
+            self.total_lines += 1
+            try:
+                example = self._parse(raw, number)
+            except ValueError as exc:
+                yield RowError(number, str(exc))
+                continue
+            example["_line"] = number
+            yield example
+
+    def _parse(self, raw: bytes, number: int) -> Example:
+        row = _decode_line(raw, number)
+        kind = detect_format(row)
+        if self.format not in (None, kind):
+            raise ValueError(f"row is {kind} format but the file is {self.format} (set by its first good row)")
+        example = FORMATS[kind][1](row)
+        problems = self.profile.validate_example(example) if self.profile else []
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.format = kind
+        return example
+
+
+def read_examples(path: str | Path, profile: Profile | None = None) -> ParsedFile:
+    """Parse every line of a JSONL file into normalized examples and row errors, all held in memory.
+
+    For a file of any size, iterate a :class:`RowStream` instead.
+
+    Args:
+        path: the JSONL file.
+        profile: if given, its ``validate_example`` problems are row errors too.
+
+    Raises:
+        DataFileError: the file is missing or not a regular file.
+    """
+    stream = RowStream(path, profile)
+    parsed = ParsedFile(path=stream.path, format=None)
+    for item in stream:
+        (parsed.errors if isinstance(item, RowError) else parsed.examples).append(item)
+    parsed.format, parsed.total_lines = stream.format, stream.total_lines
     logger.info(
         "%s: %d good rows, %d bad rows (format %s)",
-        path.name, len(parsed.examples), len(parsed.errors), parsed.format,
+        stream.path.name, len(parsed.examples), len(parsed.errors), parsed.format,
     )
     return parsed

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jinja2 import TemplateError
@@ -22,7 +21,7 @@ from jinja2 import TemplateError
 from profiles import Example, Profile
 from trainer.data.chat_masking import IGNORE_INDEX, ChatTemplateError, Piece, encode_conversation, end_of_turn_marker
 
-__all__ = ["IGNORE_INDEX", "ChatTemplateError", "TokenizeStats", "encode_text", "tokenize_examples"]
+__all__ = ["IGNORE_INDEX", "ChatTemplateError", "ExampleEncoder", "TokenizeStats", "encode_text", "tokenize_examples"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +39,9 @@ class TokenizeStats:
     """Longer than max_length with ``on_overlength=drop``."""
     no_trained_tokens: int = 0
     """Examples left out because no token carried a label (e.g. truncation cut every reply)."""
-    lengths: list[int] = field(default_factory=list)
-    """Token count of every example before truncation."""
+    length_counts: dict[int, int] = field(default_factory=dict)
+    """How many examples have each token count before truncation: a histogram, so that its size
+    does not grow with the number of rows."""
     long_rows: list[tuple[int, int, str]] = field(default_factory=list)
     """``(line, tokens, what happened)`` of each example over max_length or left with no trained
     token; what happened is ``truncated``, ``dropped`` or ``untrained``."""
@@ -53,16 +53,37 @@ class TokenizeStats:
 
     def length_summary(self) -> dict[str, float]:
         """min / mean / p50 / p95 / max of the token lengths (empty if no examples)."""
-        if not self.lengths:
+        if not self.length_counts:
             return {}
-        ordered = sorted(self.lengths)
+        ordered = sorted(self.length_counts.items())
+        count = sum(n for _, n in ordered)
         return {
-            "min": ordered[0],
-            "mean": round(statistics.fmean(ordered), 1),
-            "p50": ordered[len(ordered) // 2],
-            "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
-            "max": ordered[-1],
+            "min": ordered[0][0],
+            "mean": round(sum(length * n for length, n in ordered) / count, 1),
+            "p50": _nth(ordered, count // 2),
+            "p95": _nth(ordered, min(count - 1, int(count * 0.95))),
+            "max": ordered[-1][0],
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The statistics as JSON-ready data (:meth:`from_dict` reads it back)."""
+        return {**asdict(self), "length_counts": sorted(self.length_counts.items())}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TokenizeStats":
+        """The statistics :meth:`to_dict` wrote."""
+        return cls(**{**data, "length_counts": {length: n for length, n in data["length_counts"]},
+                      "long_rows": [tuple(row) for row in data["long_rows"]]})
+
+
+def _nth(ordered: list[tuple[int, int]], rank: int) -> int:
+    """The ``rank``-th (0-based) smallest length in a sorted ``(length, count)`` histogram."""
+    seen = 0
+    for length, n in ordered:
+        seen += n
+        if rank < seen:
+            return length
+    return ordered[-1][0]
 
 
 def fill_system_prompt(template: str, today: dt.date | None = None) -> str:
@@ -83,6 +104,56 @@ def encode_text(tokenizer: Any, text: str) -> tuple[list[int], list[int]]:
     return ids, list(ids)
 
 
+class ExampleEncoder:
+    """Applies the profile, renders, tokenizes and masks examples one at a time.
+
+    What happened to the examples so far is counted in ``stats``; nothing else is kept, so a file
+    of any length can stream through it.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer with a chat template (for chat examples).
+        profile: supplies the forced system prompt and the per-example transform.
+        max_length: longest example kept, in tokens.
+        on_overlength: ``truncate`` or ``drop`` examples longer than ``max_length``.
+        today: date for ``{date}`` in the system prompt (default: today).
+    """
+
+    def __init__(
+        self, tokenizer: Any, profile: Profile, max_length: int, on_overlength: str = "truncate",
+        today: dt.date | None = None,
+    ):
+        self.tokenizer, self.profile = tokenizer, profile
+        self.max_length, self.on_overlength = max_length, on_overlength
+        template = profile.system_prompt_template()
+        self.system_prompt = fill_system_prompt(template, today) if template is not None else None
+        if self.system_prompt is not None:
+            logger.info("profile %s: system prompt for this file: %r", profile.name, self.system_prompt)
+        self.stats = TokenizeStats()
+        self._marker: str | None = None
+        self._index = 0
+
+    def encode(self, example: Example) -> list[dict[str, list[int]]]:
+        """The features (``input_ids``, ``labels``) of one normalized example: none, one, or one per reply.
+
+        Raises:
+            ChatTemplateError: the chat template cannot render or mark the conversation (names the line).
+        """
+        line = example.get("_line", self._index + 1)
+        example = self.profile.transform_example(example, self._index)
+        self._index += 1
+        if "messages" in example:
+            self._marker = self._marker or _marker(self.tokenizer)
+            pieces = _encode_chat(self.tokenizer, example["messages"], self.system_prompt, self._marker, line)
+            self.stats.per_turn_conversations += pieces[0].method == "per_turn"
+        else:
+            pieces = [Piece(*encode_text(self.tokenizer, example["text"]), "text")]
+        kept = [_add_piece(self.stats, piece, line, self.max_length, self.on_overlength) for piece in pieces]
+        features = [feature for feature in kept if feature is not None]
+        self.stats.trained_rows += bool(features)
+        self.stats.examples += len(features)
+        return features
+
+
 def tokenize_examples(
     examples: list[Example],
     tokenizer: Any,
@@ -91,39 +162,18 @@ def tokenize_examples(
     on_overlength: str = "truncate",
     today: dt.date | None = None,
 ) -> tuple[list[dict[str, list[int]]], TokenizeStats]:
-    """Apply the profile, render, tokenize and mask every example.
+    """Apply the profile, render, tokenize and mask every example (all held in memory).
 
     Args:
         examples: normalized examples from ``trainer.data.formats.read_examples``.
-        tokenizer: a Hugging Face tokenizer with a chat template (for chat examples).
-        profile: supplies the forced system prompt and the per-example transform.
-        max_length: longest example kept, in tokens.
-        on_overlength: ``truncate`` or ``drop`` examples longer than ``max_length``.
-        today: date for ``{date}`` in the system prompt (default: today).
+        tokenizer, profile, max_length, on_overlength, today: as for :class:`ExampleEncoder`.
 
     Returns:
         Features (``input_ids``, ``labels``) and the statistics of the pass.
     """
-    template = profile.system_prompt_template()
-    system_prompt = fill_system_prompt(template, today) if template is not None else None
-    if system_prompt is not None:
-        logger.info("profile %s: system prompt for this file: %r", profile.name, system_prompt)
-    features, stats, marker = [], TokenizeStats(), None
-    for index, example in enumerate(examples):
-        line = example.get("_line", index + 1)
-        example = profile.transform_example(example, index)
-        if "messages" in example:
-            marker = marker or _marker(tokenizer)
-            pieces = _encode_chat(tokenizer, example["messages"], system_prompt, marker, line)
-            stats.per_turn_conversations += pieces[0].method == "per_turn"
-        else:
-            pieces = [Piece(*encode_text(tokenizer, example["text"]), "text")]
-        kept = len(features)
-        for piece in pieces:
-            _add_piece(features, stats, piece, line, max_length, on_overlength)
-        stats.trained_rows += len(features) > kept
-    stats.examples = len(features)
-    return features, stats
+    encoder = ExampleEncoder(tokenizer, profile, max_length, on_overlength, today)
+    features = [feature for example in examples for feature in encoder.encode(example)]
+    return features, encoder.stats
 
 
 def _marker(tokenizer: Any) -> str:
@@ -147,26 +197,26 @@ def _encode_chat(
 
 
 def _add_piece(
-    features: list[dict[str, list[int]]], stats: TokenizeStats, piece: Piece, line: int, max_length: int,
-    on_overlength: str,
-) -> None:
+    stats: TokenizeStats, piece: Piece, line: int, max_length: int, on_overlength: str
+) -> dict[str, list[int]] | None:
     """Truncate or drop an overlong sequence, leave out one with no trained token, count the rest."""
     ids, labels = piece.input_ids, piece.labels
-    stats.lengths.append(len(ids))
-    if len(ids) > max_length:
+    length = len(ids)
+    stats.length_counts[length] = stats.length_counts.get(length, 0) + 1
+    if length > max_length:
         if on_overlength == "drop":
             stats.dropped += 1
-            stats.long_rows.append((line, len(ids), "dropped"))
-            return
+            stats.long_rows.append((line, length, "dropped"))
+            return None
         stats.truncated += 1
         ids, labels = ids[:max_length], labels[:max_length]
     trained = sum(label != IGNORE_INDEX for label in labels[1:])
     if trained == 0:
         stats.no_trained_tokens += 1
-        stats.long_rows.append((line, stats.lengths[-1], "untrained"))
-        return
-    if len(ids) < stats.lengths[-1]:
-        stats.long_rows.append((line, stats.lengths[-1], "truncated"))
+        stats.long_rows.append((line, length, "untrained"))
+        return None
+    if len(ids) < length:
+        stats.long_rows.append((line, length, "truncated"))
     stats.trained_tokens += trained
     stats.total_tokens += len(ids)
-    features.append({"input_ids": ids, "labels": labels})
+    return {"input_ids": ids, "labels": labels}

@@ -19,8 +19,9 @@ from core.base.clock import utc_now_iso
 from core.base.hashing import sha256_file
 from profiles import Profile, get_profile
 from trainer.config import TrainConfig
-from trainer.data.formats import DataFileError, read_examples
-from trainer.data.tokenization import ChatTemplateError, tokenize_examples
+from trainer.data.dataset import MAX_LISTED_ROWS, FilePass, cached_pass, tokenize_file
+from trainer.data.formats import DataFileError
+from trainer.data.tokenization import ChatTemplateError
 from trainer.model.loading import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -85,11 +86,14 @@ class ValidationReport(BaseModel):
     trained_tokens: int = Field(description="Tokens that carry a loss.")
     token_lengths: LengthStats | None = Field(description="Token counts of the good rows.")
     estimate: StepEstimate | None
-    bad_lines: list[BadRow] = Field(description="Every bad row with its line number and reason.")
+    bad_lines: list[BadRow] = Field(
+        description=f"The bad rows with their line number and reason: the first {MAX_LISTED_ROWS}; "
+        "bad_rows counts all of them."
+    )
     long_rows: list[BadRow] = Field(
         default_factory=list,
         description="Good rows cut or left out for their length (or left with nothing to learn from), "
-        "with their line number and what happened.",
+        f"with their line number and what happened (the first {MAX_LISTED_ROWS}).",
     )
     policy: str = Field(description="data.on_bad_row: skip bad rows, or reject the whole file.")
     verdict: Verdict
@@ -128,16 +132,22 @@ def estimate_steps(examples: int, config: TrainConfig) -> StepEstimate:
     )
 
 
-def validate_file(path: Path, config: TrainConfig, tokenizer: Any, profile: Profile) -> ValidationReport:
+def validate_file(
+    path: Path, config: TrainConfig, tokenizer: Any, profile: Profile, cache_dir: Path | None = None
+) -> ValidationReport:
     """Read, check and tokenize ``path`` the way training would, without training.
 
-    A file that cannot be read at all gives a report with ``usable=False``, not an exception.
+    The file streams through one row at a time, so memory does not grow with it. A file that
+    cannot be read at all gives a report with ``usable=False``, not an exception.
 
     Args:
         path: The JSONL file.
         config: The resolved config (``data``, ``hyperparams`` and ``eval`` are used).
         tokenizer: The tokenizer of the model the file would be trained on.
         profile: The profile named by ``config.profile``.
+        cache_dir: The tokenized-data cache (``trainer.data.dataset``): the features are stored
+            there for the training child, or the pass is read from there if the file was tokenized
+            before. None tokenizes without keeping the features.
     """
     path = Path(path)
     fields: dict[str, Any] = {
@@ -145,45 +155,49 @@ def validate_file(path: Path, config: TrainConfig, tokenizer: Any, profile: Prof
         "checked_at": utc_now_iso(),
     }
     try:
-        parsed = read_examples(path, profile)
+        if cache_dir is not None:
+            found = cached_pass(path, tokenizer, profile, config, cache_dir)[1]
+        else:
+            found = tokenize_file(path, tokenizer, profile, config, None)
     except DataFileError as exc:
         return _unreadable(fields, str(exc))
-    try:
-        features, stats = tokenize_examples(
-            parsed.examples, tokenizer, profile, config.hyperparams.max_length, config.data.on_overlength
-        )
     except ChatTemplateError as exc:
-        return _unreadable({**fields, "format": parsed.format}, f"{path.name}: {exc}", total_lines=parsed.total_lines)
-    good = len(parsed.examples)
+        return _unreadable(fields, str(exc).replace(str(path), path.name, 1))
+    report = _report(fields, found, config)
+    logger.info(
+        "%s: %s (%d good, %d bad, %d trained rows)",
+        path.name, report.verdict.value, report.good_rows, report.bad_rows, report.trained_rows,
+    )
+    for warning in report.warnings:
+        logger.warning("%s: %s", path.name, warning)
+    return report
+
+
+def _report(fields: dict[str, Any], found: FilePass, config: TrainConfig) -> ValidationReport:
+    stats, good = found.stats, found.good_rows
     kept = good - stats.dropped
-    problems = _problems(good, len(parsed.errors), stats.examples, config)
+    problems = _problems(good, found.bad_rows, stats.examples, config)
     report = ValidationReport(
         **fields,
-        format=parsed.format,
-        total_lines=parsed.total_lines,
+        format=found.format,
+        total_lines=found.total_lines,
         good_rows=good,
-        bad_rows=len(parsed.errors),
+        bad_rows=found.bad_rows,
         truncated_rows=stats.truncated,
         dropped_rows=stats.dropped,
         no_trained_token_rows=stats.no_trained_tokens,
         trained_rows=stats.trained_rows,
         trained_share=round(stats.trained_rows / kept, 4) if kept else 0.0,
         trained_tokens=stats.trained_tokens,
-        token_lengths=LengthStats(**stats.length_summary()) if stats.lengths else None,
-        estimate=estimate_steps(stats.examples, config) if features else None,
-        bad_lines=[BadRow(line=error.line, reason=error.reason) for error in parsed.errors],
-        long_rows=[_long_row(line, tokens, what, config) for line, tokens, what in stats.long_rows],
-        verdict=_verdict(problems, len(parsed.errors)),
+        token_lengths=LengthStats(**stats.length_summary()) if stats.length_counts else None,
+        estimate=estimate_steps(stats.examples, config) if stats.examples else None,
+        bad_lines=[BadRow(line=error.line, reason=error.reason) for error in found.errors],
+        long_rows=[_long_row(line, tokens, what, config) for line, tokens, what in stats.long_rows[:MAX_LISTED_ROWS]],
+        verdict=_verdict(problems, found.bad_rows),
         usable=not problems,
         problems=problems,
     )
     report.warnings = step_warnings(report.estimate) if report.usable else []
-    logger.info(
-        "%s: %s (%d good, %d bad, %d trained rows)",
-        path.name, report.verdict.value, good, report.bad_rows, report.trained_rows,
-    )
-    for warning in report.warnings:
-        logger.warning("%s: %s", path.name, warning)
     return report
 
 

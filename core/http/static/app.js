@@ -226,7 +226,9 @@ async function start() {
   recent.events.forEach((event) => { if (ERROR_EVENTS.has(event.type)) onEvent(event); });
   await refresh();
   loadCurve();
-  const stream = new EventSource(`/api/events/stream?after=${recent.last_id}`);
+  // EventSource cannot send an Authorization header: off loopback the stream takes the token as ?token=.
+  const token = $("token").value.trim();
+  const stream = new EventSource(`/api/events/stream?after=${recent.last_id}${token ? `&token=${encodeURIComponent(token)}` : ""}`);
   stream.onopen = () => { $("live").textContent = "● live"; $("live").className = "ok"; };
   stream.onerror = () => { $("live").textContent = "○ reconnecting"; $("live").className = "muted"; };
   stream.addEventListener("status", (e) => renderStatus(JSON.parse(e.data)));

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import core.child.torchrun as torchrun
 from core.child.agent import AGENT_MODULE, TORCHRUN_ENV, parent_death_signal
 from core.child.protocol import EXIT_DISK_FULL, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TRAINED, WORKER_MODULE
 from core.child.torchrun import GroupLaunch, group_exit_code, launch_problems
@@ -33,6 +35,35 @@ def test_one_process_runs_without_torchrun():
     assert GroupLaunch.from_config(_config({})) is None
 
 
+def test_fsdp_runs_under_torchrun_also_on_one_process():
+    # Without torchrun's environment accelerate would train unsharded: FSDP needs a process group.
+    launch = GroupLaunch.from_config(_config({"nproc_per_node": 1, "strategy": "fsdp"}))
+    assert launch is not None and launch.processes == 1
+    assert "--nproc-per-node=1" in launch.torchrun_args()
+
+
+def test_more_processes_than_visible_gpus_are_refused_naming_the_field(monkeypatch):
+    monkeypatch.setattr("trainer.distributed.visible_gpus", lambda: 2)
+    [problem] = launch_problems(_config({"nproc_per_node": 4}), daemon=True)
+    assert problem.startswith("distributed.nproc_per_node is 4 but this machine has 2 visible GPU(s)")
+    assert launch_problems(_config({"nproc_per_node": "auto"}), daemon=True) == []
+
+
+def test_train_refuses_a_rendezvous_endpoint_that_does_not_answer_before_any_run(tmp_path, tiny_config):
+    layout = init_base_dir(tmp_path / "base")
+    distributed = {"nproc_per_node": 1, "nnodes": 2, "node_rank": 1, "rdzv_endpoint": "127.0.0.1:1"}
+    layout.config_file.write_text(json.dumps({**tiny_config, "distributed": distributed}), encoding="utf-8")
+    data = write_jsonl(tmp_path / "a.jsonl", chat_rows(4))
+
+    done = subprocess.run([TRAINCTL, "train", str(data), "--base-dir", str(layout.root)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "TB_AUTO": "0"})
+
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "distributed.rdzv_endpoint 127.0.0.1:1 does not answer" in done.stderr
+    assert "start node 0 first" in done.stderr
+    assert not layout.runs.exists() or list(layout.runs.iterdir()) == []
+
+
 def test_one_machine_runs_standalone_with_a_shutdown_grace_not_shorter_than_the_daemons():
     launch = GroupLaunch.from_config(_config({"nproc_per_node": 2}, stop_timeout=90.5))
     command = launch.command(WORKER_MODULE, ["--file", "a.jsonl"])
@@ -41,6 +72,20 @@ def test_one_machine_runs_standalone_with_a_shutdown_grace_not_shorter_than_the_
     assert "--shutdown-timeout=91" in command
     assert command[-4:] == ["--module", WORKER_MODULE, "--file", "a.jsonl"]
     assert launch.processes == 2
+
+
+def test_a_torchrun_without_shutdown_timeout_is_started_without_it(monkeypatch):
+    # torch 2.11's torchrun has no --shutdown-timeout and exits 2 on it (seen on an H200 machine).
+    old = argparse.ArgumentParser()
+    old.add_argument("--nproc-per-node")
+    monkeypatch.setattr(torchrun, "get_args_parser", lambda: old)
+    torchrun.torchrun_has_shutdown_timeout.cache_clear()
+    try:
+        args = GroupLaunch(nproc_per_node=2, shutdown_timeout=90).torchrun_args()
+    finally:
+        torchrun.torchrun_has_shutdown_timeout.cache_clear()
+    assert not any(arg.startswith("--shutdown-timeout") for arg in args)
+    assert "--standalone" in args
 
 
 def test_several_machines_meet_at_the_endpoint_with_this_machines_rank():

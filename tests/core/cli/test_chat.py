@@ -94,6 +94,13 @@ def test_chat_uses_the_profiles_dated_system_prompt_and_streams_pieces(adapter, 
     assert session.messages("again") == [{"role": "user", "content": "again"}]
 
 
+def test_chat_runs_on_the_threads_asked_for_and_gives_the_process_its_threads_back(base, capsys):
+    before = torch.get_num_threads()
+    assert main(["chat", "--prompt", "hi", "--max-new-tokens", "2", "--threads", "1", "--base-dir", str(base.root)]) == 0
+    assert "1 CPU thread(s)" in capsys.readouterr().err
+    assert torch.get_num_threads() == before
+
+
 def test_chat_on_an_unknown_snapshot_is_a_clear_error(base, capsys):
     assert main(["chat", "nosuch", "--prompt", "hi", "--base-dir", str(base.root)]) == 2
     assert "no snapshot 'nosuch'" in capsys.readouterr().err

@@ -19,7 +19,7 @@ def _events(root: Path, kind: str) -> list[dict]:
 def test_good_file_promoted_garbage_rejected_then_forced_and_a_bad_golden_set_left_out(tiny_config, tmp_path, capsys):
     root = tmp_path / "base"
     layout = init_base_dir(root)
-    config = {**tiny_config, "gate": {"max_regression": 0.005}}
+    config = {**tiny_config, "gate": {"max_regression": 0.005, "min_answer_dependence": 0.0}}
     layout.config_file.write_text(json.dumps(config), encoding="utf-8")
     write_jsonl(layout.eval_dir / "golden.jsonl", chat_rows(12, seed=3))
     write_jsonl(layout.eval_dir / "broken.jsonl", ["{not json"])
@@ -50,6 +50,11 @@ def test_good_file_promoted_garbage_rejected_then_forced_and_a_bad_golden_set_le
     assert {row["set"] for row in report["evaluation"]["sets"]} == {"heldout", "eval/golden.jsonl", "memory"}
     assert all(row["loss_before"] is not None and row["loss_after"] is not None for row in report["evaluation"]["sets"])
     assert report["evaluation"]["replay"] == {"rows": 4, "files": {"good.jsonl": 4}}  # 0.1 of its 36 training rows
+    # the promoted candidate's numbers are the current model's: only the new held-out rows are measured before
+    assert report["evaluation"]["before_rows_measured"] == 4
+    garbage_table = {row["set"]: row for row in report["evaluation"]["sets"]}
+    assert abs(garbage_table["memory"]["loss_before"] - table["heldout"]["loss_after"]) < 1e-9
+    assert garbage_table["eval/golden.jsonl"]["loss_before"] == table["eval/golden.jsonl"]["loss_after"]
     rejected = [s for s in store.list() if s.verdict == "rejected"]
     assert [s.source_file for s in rejected] == ["garbage.jsonl"]
     assert _events(root, "promotion_rejected")[0]["snapshot"] == rejected[0].id

@@ -35,6 +35,11 @@ def _trainctl(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_init_drop_once_trains_and_promotes_with_no_other_step_and_no_model_copy(tmp_path, env):
     assert _trainctl(env, tmp_path, "init", "mybase").returncode == 0
     base = tmp_path / "mybase"
+    # The one change to the defaults: the tiny random model learns no question-answer pairing, so the
+    # gate's answer-dependence rule would (rightly) reject it; the embedded model passes it.
+    config = json.loads((base / "config.json").read_text())
+    config["gate"]["min_answer_dependence"] = 0.0
+    (base / "config.json").write_text(json.dumps(config))
     write_jsonl(base / "inbox" / "data.jsonl", chat_rows(12))
 
     once = _trainctl(env, tmp_path, "daemon", "--base-dir", "mybase", "--once")

@@ -46,3 +46,13 @@ def test_a_disabled_gate_judges_nothing():
 def test_the_table_shows_every_set_with_its_change():
     text = format_eval_table(judge([_row("memory", "memory", 1.0, 1.5)], GateSettings()).table)
     assert "memory" in text and "+50.0%" in text and "regressed" in text
+
+
+def test_answers_that_fit_another_question_as_well_as_their_own_reject_the_file():
+    good = {**_row("heldout", "heldout", 2.0, 1.5), "loss_paired": 1.5, "loss_swapped": 1.8}
+    shuffled = {**_row("heldout", "heldout", 2.0, 1.5), "loss_paired": 1.5, "loss_swapped": 1.52}
+    assert judge([good], GateSettings()).verdict is Verdict.PROMOTED
+    decision = judge([shuffled], GateSettings())
+    assert decision.verdict is Verdict.REJECTED and decision.table[0]["verdict"] == "answers unpaired"
+    assert "gate.min_answer_dependence" in decision.rule and "+1.3%" in decision.rule
+    assert judge([shuffled], GateSettings(min_answer_dependence=0)).verdict is Verdict.PROMOTED

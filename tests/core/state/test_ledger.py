@@ -47,3 +47,34 @@ def test_corrupt_ledger_says_what_to_do(tmp_path):
     path.write_text("{not json", encoding="utf-8")
     with pytest.raises(LedgerError, match="delete it"):
         Ledger(path).lookup("a" * 64)
+
+
+def test_a_lookup_parses_the_file_only_when_it_changed(tmp_path, monkeypatch):
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(path)
+    ledger.record("a" * 64, file="one.jsonl", outcome="trained")
+    parses = []
+    real = Ledger._parse
+    monkeypatch.setattr(Ledger, "_parse", lambda self: parses.append(1) or real(self))
+    for _ in range(3):
+        assert ledger.lookup("a" * 64)["file"] == "one.jsonl"
+    assert parses == []  # its own write is known; nothing to read again
+    Ledger(path).record("b" * 64, file="two.jsonl", outcome="failed")  # another process writes
+    parses.clear()
+    assert ledger.lookup("b" * 64)["outcome"] == "failed" and len(parses) == 1
+    assert ledger.lookup("a" * 64) is not None and len(parses) == 1
+
+
+def test_an_entry_that_could_not_be_written_is_not_remembered(tmp_path, monkeypatch):
+    import core.state.ledger
+
+    ledger = Ledger(tmp_path / "ledger.json")
+    ledger.record("a" * 64, file="one.jsonl", outcome="trained")
+
+    def full_disk(path, obj):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(core.state.ledger, "atomic_write_json", full_disk)
+    with pytest.raises(OSError):
+        ledger.record("b" * 64, file="two.jsonl", outcome="trained")
+    assert ledger.lookup("b" * 64) is None and ledger.lookup("a" * 64) is not None

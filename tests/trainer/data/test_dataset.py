@@ -34,7 +34,7 @@ def test_second_build_is_a_cache_hit_with_identical_features(tiny_config, tiny_t
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("a cache hit must not tokenize")
 
-    monkeypatch.setattr(dataset_module, "_tokenize", no_tokenizing)
+    monkeypatch.setattr(dataset_module, "tokenize_file", no_tokenizing)
     second = build_train_data(data_file, tiny_tokenizer, profile, config, cache)
 
     assert (first.cache_hit, second.cache_hit) == (False, True)

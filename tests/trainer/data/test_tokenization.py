@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -137,8 +138,8 @@ def test_tokenize_examples_counts_trained_tokens(tiny_tokenizer):
     features, stats = tokenize_examples(examples, tiny_tokenizer, get_profile("default"), max_length=512)
 
     assert stats.examples == len(features) == 4
-    assert stats.lengths == [len(f["input_ids"]) for f in features]
-    assert stats.total_tokens == sum(stats.lengths)
+    assert stats.length_counts == Counter(len(f["input_ids"]) for f in features)
+    assert stats.total_tokens == sum(length * n for length, n in stats.length_counts.items())
     # The first label of an example never trains (nothing predicts it), so it is not counted.
     assert stats.trained_tokens == sum(
         sum(label != IGNORE_INDEX for label in f["labels"][1:]) for f in features
@@ -173,7 +174,7 @@ def test_overlength_examples_are_truncated_or_dropped(tiny_tokenizer, on_overlen
         examples, tiny_tokenizer, get_profile("default"), max_length=max_length, on_overlength=on_overlength
     )
 
-    assert stats.lengths == full_lengths  # recorded before truncation
+    assert stats.length_counts == Counter(full_lengths)  # recorded before truncation
     if on_overlength == "truncate":
         assert (stats.truncated, stats.dropped, stats.examples) == (1, 0, 3)
         assert features[1]["input_ids"] == full[1]["input_ids"][:max_length]
