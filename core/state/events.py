@@ -1,7 +1,7 @@
 """``status/events.jsonl``: an append-only log of what happened to each file and snapshot.
 
 Each event is one JSON line ``{"id": N, "ts": ..., "type": ..., **fields}``, written with a single
-``write()`` on a descriptor opened with ``O_APPEND`` while holding an ``flock`` on the log, so lines
+``write()`` on a descriptor opened with ``O_APPEND`` while holding an ``flock`` on ``<log>.lock``, so lines
 from the daemon and its training child never interleave, and fsynced before ``emit`` returns. A
 crash can still leave a torn last line: readers skip it, and the next ``emit`` starts a fresh line
 so the torn one does not swallow it.
@@ -24,6 +24,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 
@@ -149,33 +150,33 @@ class EventLog:
         if "ts" in fields or "id" in fields:
             raise ValueError("'id' and 'ts' are set by EventLog.emit; pass the value under another name")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = self._open_locked()
-        try:
-            event = {"id": self.last_id() + 1, "ts": utc_now_iso(), "type": EventType(type).value, **fields}
-            line = (json.dumps(event, default=str, ensure_ascii=False) + "\n").encode("utf-8")
-            if 0 < os.fstat(fd).st_size and os.fstat(fd).st_size + len(line) > self.max_bytes:
-                self._rotate()
+        with self._writer_lock():
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                event = {"id": self.last_id() + 1, "ts": utc_now_iso(), "type": EventType(type).value, **fields}
+                line = (json.dumps(event, default=str, ensure_ascii=False) + "\n").encode("utf-8")
+                if 0 < os.fstat(fd).st_size and os.fstat(fd).st_size + len(line) > self.max_bytes:
+                    os.close(fd)
+                    self._rotate()
+                    fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+                if _ends_torn(fd):
+                    line = b"\n" + line
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
                 os.close(fd)
-                fd = self._open_locked()
-            if _ends_torn(fd):
-                line = b"\n" + line
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         return event
 
-    def _open_locked(self) -> int:
-        """The current log, opened for appending and locked. The lock makes reading the last id, the
-        torn-line check and the write one step; a log rotated while we waited is opened again."""
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    @contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """Every writer's lock, on ``<log>.lock`` beside the log (never rotated): reading the last id,
+        rotating, the torn-line check and the write are one step for all processes. (A lock on the log
+        itself would let a writer that arrives while another rotates number its event from the old file.)"""
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                    return fd
-            except FileNotFoundError:
-                pass
+            yield
+        finally:
             os.close(fd)
 
     def rotated(self, number: int) -> Path:

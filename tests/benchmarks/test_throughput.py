@@ -10,11 +10,14 @@ import pytest
 from benchmarks import throughput
 
 
-def test_a_shape_model_runs_ours_beside_a_tuned_peer_with_mfu_against_the_given_peak(tmp_path, capsys):
+def test_a_shape_model_runs_ours_beside_a_tuned_peer_with_mfu_against_the_given_peak(
+    tmp_path, capsys, tiny_model_dir
+):
     out = tmp_path / "result.json"
 
-    report = throughput.main([
-        "--shape", "tiny", "--steps", "2", "--batch-size", "2", "--only", "ours", "hf_tuned",
+    report = throughput.main([  # the fixture's tokenizer: a fresh clone has no embedded model prepared
+        "--shape", "tiny", "--tokenizer", str(tiny_model_dir), "--steps", "2", "--batch-size", "2",
+        "--only", "ours", "hf_tuned",
         "--peak-tflops", "1", "--out", str(out),
     ])
 
