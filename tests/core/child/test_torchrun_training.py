@@ -46,6 +46,16 @@ def _train(tmp_path: Path, name: str, tiny_config: dict, batch_size: int, nproc:
     return run, done.stdout
 
 
+def assert_trained_alike(one: Path, two: Path) -> None:
+    """Runs ``one`` and ``two`` logged the same losses at every step and saved the same adapter."""
+    assert len(_losses(two)) == STEPS
+    assert _losses(two) == pytest.approx(_losses(one), rel=1e-4)
+    adapter_one, adapter_two = load_file(one / "model" / ADAPTER), load_file(two / "model" / ADAPTER)
+    assert adapter_one.keys() == adapter_two.keys()
+    for name, weight in adapter_one.items():
+        torch.testing.assert_close(adapter_two[name], weight, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def _losses(run: Path) -> list[float]:
     state = json.loads((run / "checkpoints" / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
     return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
@@ -55,12 +65,7 @@ def test_two_processes_of_batch_b_train_as_one_process_of_batch_2b_and_rank_0_al
     one, _ = _train(tmp_path, "single", tiny_config, batch_size=4, nproc=1)
     two, printed = _train(tmp_path, "group", tiny_config, batch_size=2, nproc=2)
 
-    assert len(_losses(two)) == STEPS
-    assert _losses(two) == pytest.approx(_losses(one), rel=1e-4)
-    adapter_one, adapter_two = load_file(one / "model" / ADAPTER), load_file(two / "model" / ADAPTER)
-    assert adapter_one.keys() == adapter_two.keys()
-    for name, weight in adapter_one.items():
-        torch.testing.assert_close(adapter_two[name], weight, rtol=1e-4, atol=1e-6, msg=name)
+    assert_trained_alike(one, two)
 
     # One run folder (asserted by _train), recorded, logged and printed by rank 0 only; every rank
     # wrote its RNG state into the checkpoint before rank 0 marked it complete.
