@@ -13,7 +13,7 @@ measurements, each in fresh processes so that nothing is cached in memory by Pyt
 
 ``--threads 2`` forces two threads, as every version before the thread choice used on 2 cores.
 Prints one JSON object per run and the median of each phase. A repeat is two fresh processes,
-each about as long as one `trainctl chat` (16 s on 2 cores at load average 1 with the embedded
+each about as long as one `trainctl chat` (6 s on 2 idle cores with the embedded
 SmolLM2-135M; a repeat took about 2.5 minutes at load average 20).
 """
 

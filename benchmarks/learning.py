@@ -15,6 +15,15 @@ The experiments (each on a fresh base dir, ``trainctl daemon --once``; ``trainct
     .venv/bin/python -m benchmarks.learning forget --replay 0 0.1 0.25   # A, then B1, B2: A's loss
     .venv/bin/python -m benchmarks.learning cost      # seconds a row: measuring vs training, side by side
 
+``forget`` trains file A once into ``--workdir`` (``--stage-a`` does only that) and copies that base
+dir for each replay setting, so long runs can be split, one replay value per command::
+
+    python -m benchmarks.learning forget --stage-a --rows 300 --max-steps 75 --workdir W
+    python -m benchmarks.learning forget --replay 0 --max-regression 1 --rows 300 --max-steps 75 --workdir W --out R
+
+``--max-regression 1`` promotes every file, so the eval tables of every file can be judged again at
+any ``gate.max_regression`` (docs/learning.md).
+
 Results go to ``benchmarks/results/learning-*.json`` and are summarized in docs/learning.md.
 """
 
@@ -26,6 +35,7 @@ import os
 import pydoc_data.topics
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -130,17 +140,44 @@ def run_good_then_garbage(work: Path, rows: int, max_steps: int) -> dict:
     return {"good": good, "garbage": garbage, "current_unchanged": (root / "current_model").resolve() == current}
 
 
-def run_forgetting(work: Path, rows: int, max_steps: int, replay: float) -> dict:
+def after_a(work: Path, rows: int, max_steps: int) -> tuple[Path, dict, dict]:
+    """The base dir after file A, trained once in ``work/after-a`` and reused by every replay setting
+    (replay mixes nothing into the first file: the buffer is empty), with A's report and test losses."""
     a, b = domain("a"), domain("b")
     a_test, b_test = write(work / "a-test.jsonl", [chat(p) for p in a[-60:]]), write(work / "b-test.jsonl", [chat(p) for p in b[-60:]])
-    root = base_dir(work / f"forget-{replay}", replay, max_steps)
-    steps = [("A", drop(root, "a.jsonl", [chat(p) for p in a[:rows]]))]
-    losses = [{"after": "A", **dict(zip(("a_test", "b_test"), eval_losses(root, a_test, b_test)))}]
+    saved = work / "after-a.json"
+    if not saved.exists():
+        root = base_dir(work / "after-a", 0.0, max_steps)
+        step = drop(root, "a.jsonl", [chat(p) for p in a[:rows]])
+        losses = {"after": "A", **dict(zip(("a_test", "b_test"), eval_losses(root, a_test, b_test)))}
+        saved.write_text(json.dumps({"rows": rows, "max_steps": max_steps, "file": step, "losses": losses}))
+    done = json.loads(saved.read_text())
+    if (done["rows"], done["max_steps"]) != (rows, max_steps):
+        raise SystemExit(f"{saved}: file A was trained with --rows {done['rows']} --max-steps {done['max_steps']}; "
+                         "use the same options or another --workdir")
+    return work / "after-a", done["file"], done["losses"]
+
+
+def run_forgetting(work: Path, rows: int, max_steps: int, replay: float, max_regression: float | None = None) -> dict:
+    a_root, a_step, a_losses = after_a(work, rows, max_steps)
+    a_test, b_test = work / "a-test.jsonl", work / "b-test.jsonl"
+    b = domain("b")[:-60]  # the last 60 paragraphs are b-test.jsonl: no file may hold them
+    per_file = min(rows, len(b) // 2)  # B has 377 such paragraphs: two files of 188 when --rows > 188
+    root = work / f"forget-{replay}"
+    shutil.copytree(a_root, root, symlinks=True)
+    config = json.loads((root / "config.json").read_text())
+    config["replay"]["ratio"] = replay
+    if max_regression is not None:
+        config["gate"]["max_regression"] = max_regression
+    (root / "config.json").write_text(json.dumps(config, indent=2))
+    steps = [("A", a_step)]
+    losses = [a_losses]
     for i in (1, 2):
-        chunk = b[(i - 1) * rows: i * rows]
+        chunk = b[(i - 1) * per_file: i * per_file]
         steps.append((f"B{i}", drop(root, f"b{i}.jsonl", [chat(p) for p in chunk])))
         losses.append({"after": f"B{i}", **dict(zip(("a_test", "b_test"), eval_losses(root, a_test, b_test)))})
-    return {"replay": replay, "files": [s for _, s in steps], "losses": losses}
+    return {"replay": replay, "max_regression": config["gate"]["max_regression"], "files": [s for _, s in steps],
+            "losses": losses}
 
 
 def run_cost(work: Path, rows: int, max_steps: int) -> dict:
@@ -174,18 +211,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=160, help="rows per file (default 160)")
     parser.add_argument("--max-steps", type=int, default=40, help="hyperparams.max_steps per file (default 40)")
     parser.add_argument("--replay", type=float, nargs="+", default=[0.0, 0.1, 0.25])
-    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--workdir", type=Path, help="forget: file A is trained once here and reused")
+    parser.add_argument("--max-regression", type=float, help="forget: gate.max_regression (default: the config's)")
+    parser.add_argument("--stage-a", action="store_true", help="forget: train file A into --workdir and stop")
+    parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/learning-*.json)")
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="trainctl-learning-"))
     if args.experiment in ("good", "garbage"):
         result = run_good_then_garbage(work, args.rows, args.max_steps)
     elif args.experiment == "cost":
         result = run_cost(work, args.rows, args.max_steps)
+    elif args.stage_a:
+        result = after_a(work, args.rows, args.max_steps)[1:]
     else:
-        result = [run_forgetting(work, args.rows, args.max_steps, r) for r in args.replay]
+        result = [run_forgetting(work, args.rows, args.max_steps, r, args.max_regression) for r in args.replay]
     command = "python -m benchmarks.learning " + " ".join(argv if argv is not None else sys.argv[1:])
     suffix = "-".join(f"{r:g}" for r in args.replay) if args.experiment == "forget" else ""
-    out = RESULTS / f"learning-{args.experiment}{'-replay-' + suffix if suffix else ''}.json"
+    out = args.out or RESULTS / f"learning-{args.experiment}{'-replay-' + suffix if suffix else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"command": command, "result": result}, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -9,8 +9,9 @@ between consecutive sizes, ``log(t2/t1) / log(n2/n1)`` (1.0 is linear, 0 is cons
   (what a long-running base dir holds, the way ``store.py`` lays them out). Timed: ``trainctl
   snapshots list`` (the CLI, a child process, wall time including Python start-up) and the same
   listing in this process, a rollback to the made one, and creating + promoting one more;
-* ``ledger``: N entries in ``status/ledger.json``. Timed: the first lookup of a new ``Ledger`` (reads
-  the file), then a lookup on the same object (what the daemon does for each file), and a record;
+* ``ledger``: N entries in ``status/ledger.jsonl`` (or ``ledger.json``, for code from before the
+  append-only ledger). Timed: the first lookup of a new ``Ledger`` (reads the file), then a lookup on
+  the same object (what the daemon does for each file), and a record;
 * ``daemon``: ``TrainingDaemon(base)`` and its first ``run_once()`` (empty inbox) in the snapshot
   and ledger base dir above, the daemon's start-up work without the HTTP server;
 * ``events``: N lines in ``status/events.jsonl``, written as ``EventLog.emit`` writes them (one
@@ -117,7 +118,11 @@ def build_snapshots(base: BaseDir, model: Path, count: int) -> str:
 def build_ledger(base: BaseDir, count: int) -> str:
     entries = {f"{i:064x}": {"file": f"f{i}.jsonl", "outcome": "trained", "snapshot": f"{i:04d}-x",
                              "recorded_at": "2025-01-01T00:00:00Z"} for i in range(count)}
-    base.ledger_file.write_text(json.dumps(entries, indent=2) + "\n")
+    if base.ledger_file.suffix == ".jsonl":
+        base.ledger_file.write_text("".join(json.dumps({"sha256": d, **e}) + "\n" for d, e in entries.items()))
+    else:
+        base.ledger_file.write_text(json.dumps(entries, indent=2) + "\n")
+    os.sync()  # so that the timed record's fsync flushes its own write, not the whole built file
     return f"{count // 2:064x}"
 
 
@@ -142,7 +147,7 @@ def measure_state(workdir: Path, model: Path, snapshots: int, entries: int) -> d
     ledger = Ledger(base.ledger_file)
     ledger.lookup(digest)
     row["ledger_lookup_s"] = timed(lambda: ledger.lookup(digest), 5)
-    row["ledger_record_s"] = timed(lambda: ledger.record("f" * 64, file="new.jsonl", outcome="trained"))
+    row["ledger_record_s"] = timed(lambda: ledger.record("f" * 64, file="new.jsonl", outcome="trained"), 3)
 
     def start() -> None:
         TrainingDaemon(base.root).run_once()
@@ -221,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshots", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--ledger", type=int, nargs="+", default=[10_000, 100_000],
                         help="ledger entries, one per --snapshots size")
-    parser.add_argument("--events", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--gigabytes", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--events", type=int, nargs="*", default=[100_000, 1_000_000],
+                        help="event lines; none given: no events table")
+    parser.add_argument("--gigabytes", type=int, nargs="*", default=[1, 10],
+                        help="rolled-back model sizes; none given: no rollback table")
     parser.add_argument("--file-sizes", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--skip-file", action="store_true", help="leave out benchmarks/scale_file.py")
     parser.add_argument("--out", type=Path, help="also write every row as JSON here")
@@ -234,10 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict[str, Any]]] = {}
     results["state"] = [measure_state(args.workdir, model, n, e) for n, e in zip(args.snapshots, args.ledger)]
     print(table(results["state"], ["snapshots", "ledger"], [k for k in results["state"][0] if k.endswith("_s")]))
-    results["events"] = [measure_events(args.workdir, n) for n in args.events]
-    print(table(results["events"], ["events", "mb"], [k for k in results["events"][0] if k.endswith("_s")]))
-    results["rollback"] = [measure_rollback(args.workdir, model, gb) for gb in args.gigabytes]
-    print(table(results["rollback"], ["gib"], ["create_s", "rollback_s", "rollback_deep_s"]))
+    if args.events:
+        results["events"] = [measure_events(args.workdir, n) for n in args.events]
+        print(table(results["events"], ["events", "mb"], [k for k in results["events"][0] if k.endswith("_s")]))
+    if args.gigabytes:
+        results["rollback"] = [measure_rollback(args.workdir, model, gb) for gb in args.gigabytes]
+        print(table(results["rollback"], ["gib"], ["create_s", "rollback_s", "rollback_deep_s"]))
     if not args.skip_file and (REPO / "benchmarks" / "scale_file.py").exists():
         sys.path.insert(0, str(REPO / "benchmarks"))
         import scale_file

@@ -95,7 +95,7 @@ class UltimateTrainer:
         train_file: the JSONL file to train on.
         base_dir: the base directory (for resolving relative paths).
         model_source: model dir, adapter dir or hub id to continue from
-            (see ``trainer.model.loading.resolve_model_source``).
+            (see ``trainer.model.source.resolve_model_source``).
         output_dir: where ``Trainer`` writes its step checkpoints.
         callbacks: extra ``TrainerCallback`` objects (status reporting, checkpoint bookkeeping).
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (see ``trainer.model.devices``).

@@ -1,7 +1,8 @@
 """Test-only fault injection at state writes. Inert unless ``TRAINCTL_FAULT`` is set.
 
 Every state file goes through ``core.base.atomic``, which calls :func:`before_replace` after the temp
-file is written and fsynced, just before it replaces the target. A crash anywhere between two state
+file is written and fsynced, just before it replaces the target (the append-only ledger,
+``core.state.ledger``, calls it just before it appends a line). A crash anywhere between two state
 writes leaves the same files on disk as a crash at the second one, so crashing "at the N-th write of
 ``manifest.json``" reaches each on-disk state of the flow deterministically (tests/reliability)::
 

@@ -1,4 +1,5 @@
-"""``trainctl``: the one command-line entry point. Each subcommand is a few lines that call a module.
+"""``trainctl``: the one command-line entry point. Each subcommand is a few lines that call a module;
+``core.cli.commands`` lists them, and imports only the module of the one that runs.
 
 Every subcommand takes ``--base-dir`` (default: the current directory).
 """
@@ -13,13 +14,7 @@ import sys
 from pathlib import Path
 
 from core.base.errors import UserError
-from core.cli.chat import add_chat_parser
-from core.cli.eval import add_eval_parser
-from core.cli.export import add_export_parser
-from core.cli.http import add_http_parsers
-from core.cli.setup import add_config_parser, add_init_status_parsers, add_prepare_model_parser
-from core.cli.snapshots import add_snapshot_parsers
-from core.cli.training import add_daemon_parsers, add_run_parser, add_train_parser
+from core.cli.commands import add_command_parsers
 
 logger = logging.getLogger("trainctl")
 
@@ -51,29 +46,21 @@ def _installed_version() -> str:
         return "(not installed: running from a source checkout)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``trainctl`` parser for ``argv`` (default: ``sys.argv[1:]``): only the command it names has
+    its module imported (``core.cli.commands``)."""
     parent = _base_dir_parent()
     parser = argparse.ArgumentParser(prog="trainctl", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"trainctl {_installed_version()}")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
     sub = parser.add_subparsers(dest="command", required=True)
-    add_config_parser(sub, parent)
-    add_train_parser(sub, parent)
-    add_run_parser(sub, parent)
-    add_prepare_model_parser(sub, parent)
-    add_init_status_parsers(sub, parent)
-    add_snapshot_parsers(sub, parent)
-    add_eval_parser(sub, parent)
-    add_daemon_parsers(sub, parent)
-    add_chat_parser(sub, parent)
-    add_export_parser(sub, parent)
-    add_http_parsers(sub, parent)
+    add_command_parsers(sub, parent, sys.argv[1:] if argv is None else argv)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``trainctl``; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -6,23 +6,21 @@ import argparse
 import sys
 import time
 
+import torch
+from transformers.utils.logging import disable_progress_bar
+
+from core.snapshots.selection import select_model
 from core.state import layout
+from profiles import get_profile
 from trainer.config import load_config
+from trainer.inference.chat import ChatSession, GenerationSettings
+from trainer.inference.loading import generation_threads, load_trained
 
 CURRENT = "current"
 _HELP = "type a message; /reset forgets the conversation, /exit (or Ctrl-D) quits"
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: they load torch, which every other trainctl command would pay for.
-    import torch
-    from transformers.utils.logging import disable_progress_bar
-
-    from core.snapshots.selection import select_model
-    from profiles import get_profile
-    from trainer.inference.chat import ChatSession, GenerationSettings
-    from trainer.inference.loading import generation_threads, load_trained
-
     disable_progress_bar()  # the weight-loading bars would bury the reply
     threads = args.threads or min(torch.get_num_threads(), generation_threads())
     before = torch.get_num_threads()
@@ -72,7 +70,7 @@ def _read_line() -> str | None:
 
 
 def add_chat_parser(sub, parent) -> None:
-    chat = sub.add_parser("chat", parents=[parent], help="talk to the current model or a snapshot")
+    chat = sub.add_parser("chat", parents=[parent])
     chat.add_argument("snapshot", nargs="?", default=CURRENT,
                       help="'current' (default; the base model before anything is trained), a snapshot id, "
                            "unique id prefix or 'previous'")

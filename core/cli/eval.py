@@ -1,5 +1,5 @@
-"""``trainctl eval`` (a snapshot's losses on the gate's sets or given files) and
-``trainctl snapshots promote`` (judge a kept snapshot, then promote it)."""
+"""``trainctl eval`` (a snapshot's losses on the gate's sets or given files) and the work of
+``trainctl snapshots promote`` (judge a kept snapshot, then promote it; its parser: ``core.cli.snapshots``)."""
 
 from __future__ import annotations
 
@@ -61,18 +61,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_promote_parser(snaps_sub, parent) -> None:
-    """``trainctl snapshots promote ID [--force]``, under the ``snapshots`` group."""
-    promote = snaps_sub.add_parser("promote", parents=[parent],
-                                   help="judge a kept (e.g. rejected) snapshot with the gate, then promote it")
-    promote.add_argument("id", help="snapshot id or unique id prefix")
-    promote.add_argument("--force", action="store_true", help="skip the gate and promote it anyway")
-
-
 def add_eval_parser(sub, parent) -> None:
     """``trainctl eval [SNAPSHOT|current] [--data FILE...] [--json]``."""
-    evaluate = sub.add_parser("eval", parents=[parent],
-                              help="a snapshot's losses on the promotion gate's sets, or on given files")
+    evaluate = sub.add_parser("eval", parents=[parent])
     evaluate.add_argument("snapshot", nargs="?", default=CURRENT,
                           help="snapshot id, unique id prefix, or 'current' (default)")
     evaluate.add_argument("--data", nargs="+", metavar="FILE",

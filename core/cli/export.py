@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from transformers.utils.logging import disable_progress_bar
+
+from core.snapshots.export import export_snapshot
 from core.state import layout
 from trainer.config import load_config
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: it loads torch, which every other trainctl command would pay for.
-    from transformers.utils.logging import disable_progress_bar
-
-    from core.snapshots.export import export_snapshot
-
     disable_progress_bar()
 
     base = layout.BaseDir.at(args.base_dir)
@@ -28,8 +26,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def add_export_parser(sub, parent) -> None:
-    export = sub.add_parser("export", parents=[parent],
-                            help="write a snapshot as a merged safetensors model or a GGUF file for serving")
+    export = sub.add_parser("export", parents=[parent])
     export.add_argument("snapshot", help="'current', a snapshot id, unique id prefix or 'previous'")
     export.add_argument("--format", required=True, choices=("merged", "gguf"),
                         help="merged: adapter folded into its base, safetensors; gguf: one file for llama.cpp/Ollama")

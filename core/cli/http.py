@@ -27,11 +27,9 @@ def cmd_http_token(args: argparse.Namespace) -> int:
 
 
 def add_http_parsers(sub, parent) -> None:
-    serve = sub.add_parser(
-        "serve", parents=[parent], help="serve the dashboard and a read-only API for a base dir, without a daemon"
-    )
+    serve = sub.add_parser("serve", parents=[parent])
     serve.add_argument("--host", help="address to bind (default: http.host in config.json)")
     serve.add_argument("--port", type=int, help="port to bind (default: http.port, else 8765 or a free one)")
     serve.set_defaults(func=cmd_serve)
-    token = sub.add_parser("http-token", parents=[parent], help="print the bearer token of the HTTP API")
+    token = sub.add_parser("http-token", parents=[parent])
     token.set_defaults(func=cmd_http_token)

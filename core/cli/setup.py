@@ -32,7 +32,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def add_config_parser(sub, parent) -> None:
-    config = sub.add_parser("config", help="inspect config.json and its schema")
+    config = sub.add_parser("config")
     config_sub = config.add_subparsers(dest="config_command", required=True)
     schema = config_sub.add_parser("schema", parents=[parent], help="write the JSON Schema of config.json")
     schema.add_argument("--output", "-o", type=Path, help="file to write (default: stdout)")
@@ -69,10 +69,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def add_init_status_parsers(sub, parent) -> None:
-    init = sub.add_parser("init", parents=[parent], help="create the base dir and a default config.json")
+    init = sub.add_parser("init", parents=[parent])
     init.add_argument("dir", nargs="?", type=Path, help="base dir to create (default: --base-dir)")
     init.set_defaults(func=cmd_init)
-    show = sub.add_parser("status", parents=[parent], help="show what the daemon is doing")
+    show = sub.add_parser("status", parents=[parent])
     show.add_argument("--json", action="store_true", help="print the raw training_status.json")
     show.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     show.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
@@ -88,9 +88,6 @@ def cmd_prepare_model(args: argparse.Namespace) -> int:
 
 
 def add_prepare_model_parser(sub, parent) -> None:
-    prepare = sub.add_parser(
-        "prepare-model", parents=[parent],
-        help="convert the embedded SmolLM2-135M-Instruct once into the models home, for every base dir",
-    )
+    prepare = sub.add_parser("prepare-model", parents=[parent])
     prepare.add_argument("--force", action="store_true", help="convert again even if it is present")
     prepare.set_defaults(func=cmd_prepare_model)

@@ -32,9 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(sub, parent) -> None:
-    train = sub.add_parser(
-        "train", parents=[parent], help="train the current model (or base_model) on one JSONL file"
-    )
+    train = sub.add_parser("train", parents=[parent])
     train.add_argument("file", type=Path, help="JSONL training file")
     train.add_argument("--output", type=Path, help="model dir to write (default: runs/<time>/model)")
     train.set_defaults(func=cmd_train)
@@ -59,18 +57,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def add_daemon_parsers(sub, parent) -> None:
-    daemon = sub.add_parser("daemon", parents=[parent], help="train every file dropped into the inbox")
+    daemon = sub.add_parser("daemon", parents=[parent])
     daemon.add_argument("--once", action="store_true", help="drain the inbox, then exit")
     daemon.set_defaults(func=cmd_daemon)
-    validate = sub.add_parser(
-        "validate", parents=[parent], help="check a JSONL file as the daemon would, without training"
-    )
+    validate = sub.add_parser("validate", parents=[parent])
     validate.add_argument("file", type=Path, help="JSONL file to check")
     validate.add_argument("--json", action="store_true", help="print the full report as JSON")
     validate.set_defaults(func=cmd_validate)
-    retry = sub.add_parser(
-        "retry", parents=[parent], help="move a failed file back into the inbox (its stale report is deleted)"
-    )
+    retry = sub.add_parser("retry", parents=[parent])
     retry.add_argument("name", help="file name in queue/failed/, e.g. data.jsonl")
     retry.set_defaults(func=cmd_retry)
 
@@ -98,9 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def add_run_parser(sub, parent) -> None:
-    run = sub.add_parser(
-        "run", parents=[parent], help="train a phase (pretrain, sft) or a pipeline from a configs/ file"
-    )
+    run = sub.add_parser("run", parents=[parent])
     run.add_argument("--phase", required=True, choices=["pretrain", "sft", "pipeline"])
     run.add_argument(
         "--config", type=Path, required=True, help="phase or pipeline config, relative to the base dir"

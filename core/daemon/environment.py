@@ -21,7 +21,7 @@ from core.state.events import EventLog, EventType
 from core.state.layout import BaseDir
 from core.state.status import DaemonState, StatusFile
 from trainer.config import ConfigError, TrainConfig
-from trainer.model.loading import ModelSourceError, adapter_base_model
+from trainer.model.source import ModelSourceError, adapter_base_model
 from trainer.model.model_dirs import check_model_dir
 from trainer.model.positions import check_max_length
 

@@ -5,6 +5,9 @@ Every endpoint that changes something depends on :func:`require_token`; the read
 address. The event stream alone (:func:`stream_access`) also takes the token as ``?token=``:
 a browser's ``EventSource`` cannot send an ``Authorization`` header. A server started by ``trainctl serve`` (no daemon) is read-only: its changing endpoints
 answer 403 after the token check, before they touch anything.
+
+The dependencies are ``async``: they only compare strings, and FastAPI runs a plain ``def``
+dependency in its thread pool, a hand-off per dependency per request that costs more than the check.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def context(request: Request) -> HttpContext:
+async def context(request: Request) -> HttpContext:
     """The server's :class:`HttpContext` (set by ``core.http.app.create_app``)."""
     return request.app.state.context
 
@@ -75,14 +78,14 @@ def _check_token(request: Request, ctx: HttpContext, query_token: str | None = N
         )
 
 
-def read_access(request: Request, ctx: HttpContext = Depends(context)) -> HttpContext:
+async def read_access(request: Request, ctx: HttpContext = Depends(context)) -> HttpContext:
     """Dependency of every read endpoint: open on loopback, token needed elsewhere."""
     if not ctx.loopback:
         _check_token(request, ctx)
     return ctx
 
 
-def stream_access(
+async def stream_access(
     request: Request,
     token: str | None = Query(None, description="The bearer token, for an EventSource off loopback (it cannot send headers)"),
     ctx: HttpContext = Depends(context),
@@ -93,7 +96,7 @@ def stream_access(
     return ctx
 
 
-def require_token(request: Request, ctx: HttpContext = Depends(context)) -> HttpContext:
+async def require_token(request: Request, ctx: HttpContext = Depends(context)) -> HttpContext:
     """Dependency of every changing endpoint: the token, and a daemon behind the server.
 
     Raises:

@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from core.http import events, files, metrics, queue, runs, snapshots, status
+from core.http.feed import EventFeed
 from core.http.access import HttpContext
 
 STATIC_DIR = Path(__file__).with_name("static")
@@ -32,6 +33,7 @@ def create_app(ctx: HttpContext) -> FastAPI:
     )
     app.state.context = ctx
     app.state.registry = metrics.build_registry(ctx)
+    app.state.feed = EventFeed(ctx)  # what every open event stream reads
     for module in (status, queue, snapshots, runs, events, files, metrics):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -21,16 +21,30 @@ CURVES = {"train": "train/loss", "eval": "eval/loss"}
 
 
 def loss_curve(tensorboard_dir: Path) -> dict[str, list[list[float]]]:
-    """``{"train": [[step, loss], ...], "eval": [...]}`` from the TensorBoard events in a folder."""
+    """``{"train": [[step, loss], ...], "eval": [...]}`` from the TensorBoard events in a folder.
+
+    Read again only when a file in the folder changed (name, size, mtime): every open dashboard
+    asks for the curve of the run training now after each step, and parsing the events is the
+    costly part.
+    """
     if not tensorboard_dir.is_dir():
         return {name: [] for name in CURVES}
+    key = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in tensorboard_dir.iterdir()))
+    cached = _curves.get(tensorboard_dir)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     events = EventAccumulator(str(tensorboard_dir), size_guidance={SCALARS: 0})
     events.Reload()
     tags = set(events.Tags().get(SCALARS, []))
-    return {
+    curve = {
         name: [[point.step, point.value] for point in events.Scalars(tag)] if tag in tags else []
         for name, tag in CURVES.items()
     }
+    _curves[tensorboard_dir] = (key, curve)
+    return curve
+
+
+_curves: dict[Path, tuple[tuple, dict]] = {}  # TensorBoard folder -> (its files' signatures, curve)
 
 
 def _run_dir(ctx: HttpContext, run_id: str) -> Path:

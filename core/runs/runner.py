@@ -31,7 +31,7 @@ from trainer.checkpoints.markers import checkpoint_problem, latest_checkpoint
 from trainer.config import TrainConfig
 from trainer.distributed import distributed_problems, is_main_process, needs_torchrun
 from trainer.model.devices import check_device
-from trainer.model.loading import resolve_base_model
+from trainer.model.source import resolve_base_model
 from trainer.model.model_dirs import is_valid_model_dir
 
 logger = logging.getLogger(__name__)

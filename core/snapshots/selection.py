@@ -13,7 +13,7 @@ from pathlib import Path
 from core.snapshots.store import SnapshotError, SnapshotStore, read_manifest, verify_snapshot
 from core.state.layout import BaseDir
 from trainer.config import TrainConfig
-from trainer.model.loading import adapter_base_model, resolve_base_model
+from trainer.model.source import adapter_base_model, resolve_base_model
 from trainer.model.model_dirs import check_model_dir
 
 CURRENT = "current"

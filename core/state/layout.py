@@ -13,7 +13,7 @@ One ``BaseDir`` names every path so no other module builds them by hand::
       queue/uploads/              HTTP uploads being received and checked (never read by the daemon)
       current_model               symlink to the promoted snapshot
       snapshots/<id>/             one model per trained file, with manifest.json
-      status/                     training_status.json, events.jsonl, ledger.json, daemon.lock,
+      status/                     training_status.json, events.jsonl, ledger.jsonl, daemon.lock,
                                   http_token (0600), paused (while claiming is paused)
       logs/  runs/                daemon logs, per-run checkpoints (base models: the models home)
 """
@@ -28,7 +28,7 @@ from core.base.atomic import atomic_write_json
 from core.base.errors import UserError
 from core.state.http_token import ensure_http_token
 from trainer.config import CONFIG_FILENAME, TrainConfig, config_to_dict, json_schema
-from trainer.model.loading import resolve_model_source
+from trainer.model.source import resolve_model_source
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class BaseDir:
 
     @property
     def ledger_file(self) -> Path:
-        return self.status_dir / "ledger.json"
+        return self.status_dir / "ledger.jsonl"
 
     @property
     def promotions_file(self) -> Path:

@@ -74,7 +74,7 @@ WRITE_FAULTS = [
     ("promotions.json", 1),            # current_model swapped, promotion not recorded
     ("heldout.json", 1),               # promoted by the gate's verdict, not yet in the memory set
     ("replay.json", 1),                # in the memory set, not yet in the replay buffer
-    ("ledger.json", 1),                # promoted, not yet in the ledger
+    ("ledger.jsonl", 1),               # promoted, not yet in the ledger
     ("*.report.json", 1),              # in the ledger, not yet filed in done/
 ]
 ANCHORS = ("daemon_started", "training_started", "checkpoint_saved")
@@ -136,7 +136,7 @@ def ci_plan(seed: int) -> list[Kill]:
         Kill(fault="promotions.json:1"),           # current_model swapped, promotion not recorded
         Kill(fault="heldout.json:1"),              # verdict acted on: promoted, not yet remembered
         Kill(fault="replay.json:1"),               # in the memory set, not yet in the replay buffer
-        Kill(fault="ledger.json:1"),               # promoted, not in the ledger yet
+        Kill(fault="ledger.jsonl:1"),              # promoted, not in the ledger yet
         Kill(fault="*.report.json:1"),             # in the ledger, not filed in done/ yet
         timed("daemon_started", 1.5),              # broken.jsonl, alpha-copy.jsonl, bravo.jsonl
         Kill(fault="*:4"),

@@ -13,7 +13,7 @@ from tests.reliability.harness import daemon_config, events, invariant_problems,
 KILLS = [
     "eval/*.json:1",     # measuring the current model on the gate's sets, before training
     "manifest.json:1",   # verdict decided, snapshot staged but not in place
-    "ledger.json:1",     # rejected snapshot in place, not in the ledger yet
+    "ledger.jsonl:1",    # rejected snapshot in place, not in the ledger yet
     "*.report.json:1",   # in the ledger, not filed in queue/rejected yet
 ]
 

@@ -50,7 +50,7 @@ def load_trained(path: str | Path, base: str | None = None, dtype: torch.dtype =
 
     Args:
         path: a full model directory or a PEFT adapter directory.
-        base: the base model of an adapter (``trainer.model.loading.adapter_base_model``).
+        base: the base model of an adapter (``trainer.model.source.adapter_base_model``).
         dtype: dtype of the base weights (an adapter's own weights stay in the dtype PEFT picks).
 
     Raises:

@@ -6,6 +6,8 @@ import datetime as dt
 import io
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,6 +101,17 @@ def test_chat_runs_on_the_threads_asked_for_and_gives_the_process_its_threads_ba
     assert main(["chat", "--prompt", "hi", "--max-new-tokens", "2", "--threads", "1", "--base-dir", str(base.root)]) == 0
     assert "1 CPU thread(s)" in capsys.readouterr().err
     assert torch.get_num_threads() == before
+
+
+def test_chat_loads_no_training_libraries(base):
+    """A reply needs torch, transformers and PEFT; not the dataset, trainer or TRL side (seconds on CPU)."""
+    probe = ("import sys\nfrom core.cli import main\n"
+             "code = main(sys.argv[1:])\n"
+             "print(code, [name for name in ('datasets', 'trl', 'trainer.builders', 'trainer.model.loading', 'core.train')"
+             " if name in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", probe, "chat", "--prompt", "hi", "--max-new-tokens", "2",
+                           "--base-dir", str(base.root)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "0 []"
 
 
 def test_chat_on_an_unknown_snapshot_is_a_clear_error(base, capsys):

@@ -14,7 +14,7 @@ import trainer.model.hardware as hardware
 from core.base.errors import UserError
 from trainer.config import TrainConfig
 from trainer.model.hardware import Choice, select_attention, select_precision
-from trainer.model.loading import ModelSourceError, resolve_model_source
+from trainer.model.source import ModelSourceError, resolve_model_source
 
 CURRENT_MODEL_DIRNAME = "current_model"
 
