@@ -105,6 +105,6 @@ step warm 100 .venv/bin/python benchmarks/daemon_overhead.py --data benchmarks/d
 
 step http 90 .venv/bin/python -m benchmarks.http_load --model models/SmolLM2-135M-Instruct \
     --data benchmarks/data/chat_mixed.jsonl --rows 240 --steps 60 --batch-size 4 --max-length 256 \
-    --rounds 2 --out "$RES/http_load-h200.json"
+    --kinds plain,loaded --rounds 2 --out "$RES/http_load-h200.json"
 
 echo "done $(date -u +%T)"

@@ -14,6 +14,7 @@ The experiments (each on a fresh base dir, ``trainctl daemon --once``; ``trainct
     .venv/bin/python -m benchmarks.learning garbage   # then A's questions with shuffled answers: rejected
     .venv/bin/python -m benchmarks.learning forget --replay 0 0.1 0.25   # A, then B1, B2: A's loss
     .venv/bin/python -m benchmarks.learning cost      # seconds a row: measuring vs training, side by side
+    .venv/bin/python -m benchmarks.learning dropout --lora-dropout 0 0.05 --seed 1 2   # A's losses per dropout
 
 ``forget`` trains file A once into ``--workdir`` (``--stage-a`` does only that) and copies that base
 dir for each replay setting, so long runs can be split, one replay value per command::
@@ -180,6 +181,28 @@ def run_forgetting(work: Path, rows: int, max_steps: int, replay: float, max_reg
             "losses": losses}
 
 
+def run_dropout(work: Path, rows: int, max_steps: int, dropouts: list[float], seeds: list[int]) -> list[dict]:
+    """File A trained from the embedded model once per ``lora.dropout`` and seed (within a seed the
+    same adapter init, rows and order), with its gate's held-out loss, its training losses and
+    the loss on 60 rows of A and of B that it does not hold."""
+    a, b = domain("a"), domain("b")
+    a_test = write(work / "a-test.jsonl", [chat(p) for p in a[-60:]])
+    b_test = write(work / "b-test.jsonl", [chat(p) for p in b[-60:]])
+    runs = []
+    for seed in seeds:
+        for dropout in dropouts:
+            root = base_dir(work / f"dropout-{dropout:g}-seed-{seed}", 0.0, max_steps)
+            config = json.loads((root / "config.json").read_text())
+            config["lora"]["dropout"], config["hyperparams"]["seed"] = dropout, seed
+            (root / "config.json").write_text(json.dumps(config, indent=2))
+            step = drop(root, "a.jsonl", [chat(p) for p in a[:rows]])
+            training = json.loads((root / "queue" / "done" / "a.jsonl.report.json").read_text())["training"]
+            runs.append({"lora_dropout": dropout, "seed": seed, "file": step, "load_average": os.getloadavg(),
+                         "training": {k: training[k] for k in ("steps", "first_loss", "last_loss", "mean_loss", "tokens")},
+                         **dict(zip(("a_test", "b_test"), eval_losses(root, a_test, b_test)))})
+    return runs
+
+
 def run_cost(work: Path, rows: int, max_steps: int) -> dict:
     """Seconds a row of the gate's measuring against training, in one process on one loaded model,
     interleaved (measure, train, measure, train, measure) so that a change of machine load hits both."""
@@ -201,19 +224,21 @@ def run_cost(work: Path, rows: int, max_steps: int) -> dict:
     per_measure, per_train = sum(measured) / len(measured), sum(trained) / len(trained)
     return {"measure_seconds_per_row": [round(x, 4) for x in measured],
             "train_seconds_per_row": [round(x, 4) for x in trained],
-            "ratio": round(per_measure / per_train, 4), "load_average": os.getloadavg(),
-            "precision": job.precision.value, "attention": job.attention.value}
+            "ratio": round(per_measure / per_train, 4), "lora_dropout": config.lora.dropout,
+            "load_average": os.getloadavg(), "precision": job.precision.value, "attention": job.attention.value}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["good", "garbage", "forget", "cost"])
+    parser.add_argument("experiment", choices=["good", "garbage", "forget", "cost", "dropout"])
     parser.add_argument("--rows", type=int, default=160, help="rows per file (default 160)")
     parser.add_argument("--max-steps", type=int, default=40, help="hyperparams.max_steps per file (default 40)")
     parser.add_argument("--replay", type=float, nargs="+", default=[0.0, 0.1, 0.25])
     parser.add_argument("--workdir", type=Path, help="forget: file A is trained once here and reused")
     parser.add_argument("--max-regression", type=float, help="forget: gate.max_regression (default: the config's)")
     parser.add_argument("--stage-a", action="store_true", help="forget: train file A into --workdir and stop")
+    parser.add_argument("--lora-dropout", type=float, nargs="+", default=[0.0, 0.05], help="dropout: lora.dropout values")
+    parser.add_argument("--seed", type=int, nargs="+", default=[42], help="dropout: hyperparams.seed values")
     parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/learning-*.json)")
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="trainctl-learning-"))
@@ -221,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_good_then_garbage(work, args.rows, args.max_steps)
     elif args.experiment == "cost":
         result = run_cost(work, args.rows, args.max_steps)
+    elif args.experiment == "dropout":
+        result = run_dropout(work, args.rows, args.max_steps, args.lora_dropout, args.seed)
     elif args.stage_a:
         result = after_a(work, args.rows, args.max_steps)[1:]
     else:

@@ -10,7 +10,9 @@ processes a minute apart, so load changes between them): the trainer is assemble
 the weights and every repeat stay the same. ``--profile`` prints the torch profiler's table of
 self CPU time instead. ``--ab-fold`` alternates PEFT's LoRA forward and the folded one
 (``trainer/model/lora_fold.py``; needs ``"lora": {"dropout": 0}``) in every repeat, so both see
-the same load.
+the same load. ``--ab-dropout P`` alternates the adapter with dropout ``P`` (PEFT's forward, as
+``"lora": {"dropout": P}`` trains) and with dropout 0, folded (as ``"lora": {"dropout": 0}``
+trains), on the same adapter and batches: what the ``lora.dropout`` default costs in speed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import json
 import tempfile
 import time
 from pathlib import Path
+
+from peft.tuners.lora import Linear as LoraLinear
+from torch import nn
 
 from core.train import UltimateTrainer
 from trainer.config import TrainConfig
@@ -35,7 +40,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print the profiler table instead")
     parser.add_argument("--ab-fold", action="store_true", help="alternate PEFT's and the folded LoRA forward")
+    parser.add_argument("--ab-dropout", type=float, metavar="P",
+                        help="alternate LoRA dropout P (PEFT's forward) and dropout 0 (folded)")
     return parser.parse_args(argv)
+
+
+def set_lora_dropout(model: nn.Module, p: float) -> None:
+    """Give every LoRA linear of ``model`` dropout ``p`` (``nn.Identity`` for 0, as PEFT builds it);
+    with 0 the layers are folded, else PEFT's forward runs, as in training with that dropout."""
+    unfold_lora(model)
+    for module in model.modules():
+        if isinstance(module, LoraLinear):
+            for adapter in module.lora_dropout:
+                module.lora_dropout[adapter] = nn.Dropout(p) if p > 0 else nn.Identity()
+    if p == 0:
+        fold_lora(model)
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """(label, function of the model switching to it) for each variant a repeat alternates."""
+    if args.ab_dropout is not None:
+        return [(f"dropout {args.ab_dropout:g}", lambda m: set_lora_dropout(m, args.ab_dropout)),
+                ("dropout 0, folded", lambda m: set_lora_dropout(m, 0.0))]
+    if args.ab_fold:
+        return [("peft", unfold_lora), ("folded", fold_lora)]
+    return [("as set up", None)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,9 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
             return
         tokens = sum(int(b["input_ids"].numel()) for b in timed)
-        variants = [("peft", unfold_lora), ("folded", fold_lora)] if args.ab_fold else [("as set up", None)]
         for repeat in range(args.repeats):
-            for label, switch in variants:
+            for label, switch in variants(args):
                 if switch is not None:
                     switch(model)
                 started = time.perf_counter()
