@@ -30,6 +30,7 @@ from core.child.agent import set_parent_death_signal
 from core.child.protocol import PARENT_PID_ENV, READY, receive_file
 from trainer.model.attention import SDPA_PACKED, register_packed_sdpa, transformers_name
 from trainer.model.hardware import select_precision
+from trainer.model.lora_fold import fold_lora
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ def warm_up() -> None:
     generator = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         model = LlamaForCausalLM(config).to(dtype if dtype != torch.float16 else torch.float32)
-        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05,
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                                                  target_modules=["q_proj", "v_proj"]))
+        fold_lora(model)  # the default lora.dropout 0 trains folded (trainer/model/lora_fold.py)
         model.train()
         half = WARM_UP_TOKENS // 2
         ids = torch.randint(0, config.vocab_size, (1, WARM_UP_TOKENS), generator=generator)
