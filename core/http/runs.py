@@ -29,7 +29,7 @@ def loss_curve(tensorboard_dir: Path) -> dict[str, list[list[float]]]:
     """
     if not tensorboard_dir.is_dir():
         return {name: [] for name in CURVES}
-    key = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in tensorboard_dir.iterdir()))
+    key = tuple(sorted((p.name, info.st_size, info.st_mtime_ns) for p in tensorboard_dir.iterdir() for info in [p.stat()]))
     cached = _curves.get(tensorboard_dir)
     if cached is not None and cached[0] == key:
         return cached[1]
