@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import core.child.torchrun as torchrun
-from core.child.agent import AGENT_MODULE, TORCHRUN_ENV, parent_death_signal
+from core.child.agent import AGENT_MODULE, TORCHRUN_ENV, first_signal_only, parent_death_signal
 from core.child.protocol import EXIT_DISK_FULL, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TRAINED, WORKER_MODULE
 from core.child.torchrun import GroupLaunch, group_exit_code, launch_problems
 from core.state.events import EventLog
@@ -141,3 +141,12 @@ def test_fsdp_on_cpu_is_refused_at_daemon_start_before_any_file_is_claimed(tmp_p
     [rejected] = [e for e in EventLog(layout.events_file).read() if e["type"] == "config_rejected"]
     assert "distributed.strategy" in rejected["problems"][0]
 
+
+
+def test_the_agent_acts_on_the_first_stop_signal_only():
+    # A daemon killed outright sends the agent its death signal once per dying thread.
+    calls = []
+    handle = first_signal_only(lambda signum, frame: calls.append(signum))
+    for signum in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT):
+        handle(signum, None)
+    assert calls == [signal.SIGTERM]
