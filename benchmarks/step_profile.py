@@ -13,6 +13,8 @@ self CPU time instead. ``--ab-fold`` alternates PEFT's LoRA forward and the fold
 the same load. ``--ab-dropout P`` alternates the adapter with dropout ``P`` (PEFT's forward, as
 ``"lora": {"dropout": P}`` trains) and with dropout 0, folded (as ``"lora": {"dropout": 0}``
 trains), on the same adapter and batches: what the ``lora.dropout`` default costs in speed.
+``--ab-attention`` alternates the flash kernel for every example and the block attention of short
+examples (``trainer/model/block_attention.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn
 
 from core.train import UltimateTrainer
 from trainer.config import TrainConfig
+from trainer.model import block_attention
 from trainer.model.lora_fold import fold_lora, unfold_lora
 
 
@@ -42,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ab-fold", action="store_true", help="alternate PEFT's and the folded LoRA forward")
     parser.add_argument("--ab-dropout", type=float, metavar="P",
                         help="alternate LoRA dropout P (PEFT's forward) and dropout 0 (folded)")
+    parser.add_argument("--ab-attention", action="store_true",
+                        help="alternate the flash kernel and the block attention of short examples")
     return parser.parse_args(argv)
 
 
@@ -64,6 +69,10 @@ def variants(args: argparse.Namespace) -> list[tuple[str, object]]:
                 ("dropout 0, folded", lambda m: set_lora_dropout(m, 0.0))]
     if args.ab_fold:
         return [("peft", unfold_lora), ("folded", fold_lora)]
+    if args.ab_attention:
+        longest = block_attention.MAX_TOKENS
+        return [("flash kernel", lambda m: setattr(block_attention, "MAX_TOKENS", 0)),
+                (f"block attention up to {longest} tokens", lambda m: setattr(block_attention, "MAX_TOKENS", longest))]
     return [("as set up", None)]
 
 

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from benchmarks import step_profile
 from tests.conftest import chat_rows, write_jsonl
+from trainer.model import block_attention
 from trainer.model.lora_fold import foldable
 
 
@@ -59,3 +60,17 @@ def test_ab_dropout_prints_both_variants_per_repeat(tmp_path, capsys, tiny_model
     lines = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("repeat")]
     assert lines == ["repeat 1 dropout 0.05", "repeat 1 dropout 0, folded",
                      "repeat 2 dropout 0.05", "repeat 2 dropout 0, folded"]
+
+
+def test_ab_attention_alternates_the_flash_kernel_and_block_attention_and_leaves_the_default(
+    tmp_path, capsys, tiny_model_dir
+):
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(24))
+    longest = block_attention.MAX_TOKENS
+
+    step_profile.main(["--data", str(data), "--model", str(tiny_model_dir), "--batches", "3", "--repeats", "1",
+                       "--ab-attention", "--config", '{"lora": {"r": 4, "alpha": 8}, "hyperparams": {"max_length": 128}}'])
+
+    lines = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("repeat")]
+    assert lines == ["repeat 1 flash kernel", f"repeat 1 block attention up to {longest} tokens"]
+    assert block_attention.MAX_TOKENS == longest

@@ -19,6 +19,10 @@ layer asks for, as transformers' own kernels do:
   Gemma 2's eager attention (SDPA has no soft-capping, so those layers run the eager math, on
   each example of a packed batch and on the whole batch otherwise).
 
+A short example in bf16 being trained on a CPU goes to :mod:`trainer.model.block_attention`
+(plain matmuls in query blocks: faster there than the CPU flash kernel); every other example
+keeps SDPA.
+
 Anything else that changes attention (attention sinks, a position bias) is refused here, and
 ``trainer/model/hardware.py`` does not select this kernel for such models. Every other batch that is
 not packed (padded batches, a single example, generation with a cache) goes to transformers' own
@@ -36,6 +40,8 @@ import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from trainer.model import block_attention
 
 SDPA_PACKED = "sdpa_packed"
 """The kernel's name in config.json and in the status."""
@@ -114,9 +120,15 @@ def _example_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *,
     scaling: float, dropout: float, sliding_window: int | None, softcap: float | None,
 ) -> torch.Tensor:
-    """Causal attention of one example (``query`` etc. are its slice of the row)."""
+    """Causal attention of one example (``query`` etc. are its slice of the row; ``key`` and ``value``
+    have the layer's key/value heads, repeated here for the kernels that need one per query head).
+    A short bf16 example being trained goes to :mod:`trainer.model.block_attention`."""
     length = query.shape[2]
     windowed = sliding_window is not None and length > sliding_window
+    if softcap is None and not windowed and block_attention.applies(query, key, value, dropout):
+        return block_attention.block_causal_attention(query, key, value, scaling)
+    groups = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     if softcap is None and not windowed:
         return torch.nn.functional.scaled_dot_product_attention(
             query, key, value, dropout_p=dropout, scale=scaling, is_causal=True
@@ -157,10 +169,10 @@ def packed_sdpa_forward(
     unsupported = [name for name in UNSUPPORTED_KWARGS if kwargs.get(name) is not None]
     if unsupported:
         raise NotImplementedError(f"sdpa_packed does not implement {', '.join(unsupported)}; use eager")
-    groups = query.shape[1] // key.shape[1]
-    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     if bounds is None or query.shape[2] != key.shape[2]:  # soft-capped, not packed: the whole batch
+        groups = query.shape[1] // key.shape[1]
+        key, value = repeat_kv(key, groups), repeat_kv(value, groups)
         mask = attention_mask if attention_mask is not None else _causal_mask(query.shape[2], key.shape[2], query.device)
         output = _softcapped_attention(query, key, value, mask, scale, kwargs["softcap"], dropout)
         return output.transpose(1, 2).contiguous(), None

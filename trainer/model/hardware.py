@@ -15,6 +15,7 @@ import transformers
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from core.base.errors import UserError
+from trainer.model import block_attention
 from trainer.model.attention import SDPA_PACKED
 
 
@@ -136,11 +137,15 @@ def free_memory_bytes() -> int:
 
 
 def estimate_activation_bytes(model_config: Any, tokens_per_step: int) -> int:
-    """Activation memory of one step without checkpointing (see :data:`ACTIVATION_BYTES_PER_HIDDEN`)."""
+    """Activation memory of one step without checkpointing (see :data:`ACTIVATION_BYTES_PER_HIDDEN`);
+    on a CPU also the attention probabilities that :mod:`trainer.model.block_attention` keeps, at most
+    ``heads x MAX_TOKENS`` bytes per token and layer (bf16, causal: half the keys)."""
     per_token = (
         model_config.num_hidden_layers * model_config.hidden_size * ACTIVATION_BYTES_PER_HIDDEN
         + model_config.vocab_size * LOGIT_BYTES_PER_VOCAB
     )
+    if not torch.cuda.is_available():  # the block attention of short examples keeps its bf16 probabilities
+        per_token += model_config.num_hidden_layers * model_config.num_attention_heads * block_attention.MAX_TOKENS
     return tokens_per_step * per_token
 
 

@@ -24,7 +24,9 @@ from trainer.model.hardware import (
 )
 from trainer.model.loading import load_model
 
-SMOLLM2 = LlamaConfig(num_hidden_layers=30, hidden_size=576, vocab_size=49152)
+SMOLLM2 = LlamaConfig(
+    num_hidden_layers=30, hidden_size=576, num_attention_heads=9, num_key_value_heads=3, vocab_size=49152
+)
 GIB = 2**30
 
 
