@@ -14,7 +14,8 @@ the same load. ``--ab-dropout P`` alternates the adapter with dropout ``P`` (PEF
 ``"lora": {"dropout": P}`` trains) and with dropout 0, folded (as ``"lora": {"dropout": 0}``
 trains), on the same adapter and batches: what the ``lora.dropout`` default costs in speed.
 ``--ab-attention`` alternates the flash kernel for every example and the block attention of short
-examples (``trainer/model/block_attention.py``).
+examples (``trainer/model/block_attention.py``); ``--ab-loss`` transformers' ``ForCausalLMLoss`` and
+the chunked cross-entropy (``trainer/model/label_loss.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from pathlib import Path
 
 from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
+from transformers.loss.loss_utils import ForCausalLMLoss
 
 from core.train import UltimateTrainer
 from trainer.config import TrainConfig
 from trainer.model import block_attention
+from trainer.model.label_loss import causal_lm_loss
 from trainer.model.lora_fold import fold_lora, unfold_lora
 
 
@@ -47,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="alternate LoRA dropout P (PEFT's forward) and dropout 0 (folded)")
     parser.add_argument("--ab-attention", action="store_true",
                         help="alternate the flash kernel and the block attention of short examples")
+    parser.add_argument("--ab-loss", action="store_true",
+                        help="alternate transformers' ForCausalLMLoss and the chunked cross-entropy")
     return parser.parse_args(argv)
 
 
@@ -73,6 +78,9 @@ def variants(args: argparse.Namespace) -> list[tuple[str, object]]:
         longest = block_attention.MAX_TOKENS
         return [("flash kernel", lambda m: setattr(block_attention, "MAX_TOKENS", 0)),
                 (f"block attention up to {longest} tokens", lambda m: setattr(block_attention, "MAX_TOKENS", longest))]
+    if args.ab_loss:
+        return [("ForCausalLMLoss", lambda m: setattr(m.get_base_model(), "loss_function", ForCausalLMLoss)),
+                ("chunked cross-entropy", lambda m: setattr(m.get_base_model(), "loss_function", causal_lm_loss))]
     return [("as set up", None)]
 
 

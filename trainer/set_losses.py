@@ -29,7 +29,8 @@ from torch import nn
 from trainer.builders import build_collator
 from trainer.config import TrainConfig
 from trainer.model.hardware import select_attention, select_precision
-from trainer.model.label_logits import IGNORE_INDEX, keep_labelled_positions, takes_logits_to_keep
+from trainer.model.label_logits import keep_labelled_positions, takes_logits_to_keep
+from trainer.model.label_loss import IGNORE_INDEX, token_losses
 from trainer.model.loading import load_model, load_model_config
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class SetLoss:
     """``(summed loss, trained tokens)`` of each row, in the order of the features measured."""
 
     @classmethod
-    def from_rows(cls, per_row: Sequence[tuple[float, int]], seconds: float) -> "SetLoss":
+    def from_rows(cls, per_row: Sequence[tuple[float, int]], seconds: float) -> SetLoss:
         """The set's loss from its rows' sums: the same mean as measuring the rows together."""
         total, count = sum(r[0] for r in per_row), sum(r[1] for r in per_row)
         loss = total / count if count else None
@@ -134,9 +135,7 @@ def _batch_row_losses(model: nn.Module, batch: dict, examples: list[dict], devic
     else:
         logits = model(**inputs, use_cache=False).logits
         targets = nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
-    losses = nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none",
-    )
+    losses = token_losses(logits, targets, IGNORE_INDEX)
     trained = targets.reshape(-1) != IGNORE_INDEX
     owner = owner.reshape(-1)[trained]
     sums = torch.zeros(len(examples), dtype=torch.float64, device=device).index_add_(0, owner, losses[trained].double())

@@ -7,7 +7,8 @@ SmolLM2) and the loss upcasts all of those logits to fp32. Transformers' causal 
 ``logits_to_keep`` tensor of positions for exactly this; :class:`LabelledLogitsMixin` passes the
 labelled positions and hands the loss the labels already shifted (``shift_labels``), so the rest
 of ``Trainer.compute_loss`` (token-count normalisation across gradient accumulation, device
-scaling) is unchanged. The loss and gradients equal the full-logits ones (tests/core/test_label_logits.py).
+scaling) is unchanged. The loss on those logits is :mod:`trainer.model.label_loss`'s, which skips the
+fp32 copy of all of them. The loss and gradients equal the full-logits ones (tests/core/test_label_logits.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from trainer.model.label_loss import IGNORE_INDEX, use_chunked_loss
+
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 
 
 def takes_logits_to_keep(model: nn.Module) -> bool:
@@ -62,6 +64,8 @@ class LabelledLogitsMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self._labelled_logits_apply(model):
             inputs = keep_labelled_positions(inputs) or inputs
+            if not getattr(self, "_chunked_loss", False):
+                self._chunked_loss = use_chunked_loss(self.accelerator.unwrap_model(model))
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def _labelled_logits_apply(self, model: nn.Module) -> bool:

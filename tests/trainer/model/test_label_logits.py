@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, DataCollatorWithFlattening, Train
 
 from core.train import FineTuneTrainer
 from trainer.model.label_logits import keep_labelled_positions, takes_logits_to_keep
+from trainer.model.label_loss import causal_lm_loss
 
 IGNORE = -100
 
@@ -61,6 +62,7 @@ def _loss_grads_and_rows(trainer_cls, model_dir, batch, tmp_path):
     model.train()
     num_items = (batch["labels"][:, 1:] != IGNORE).sum()
     loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
+    assert (model.get_base_model().loss_function is causal_lm_loss) == (trainer_cls is FineTuneTrainer)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return loss.item(), grads, rows[0]
