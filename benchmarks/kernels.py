@@ -13,7 +13,7 @@ uses (block attention up to ``MAX_TOKENS`` tokens, flash above).
 
 ``loss``: the cross-entropy of bf16 logits at that many labelled positions over the model's
 vocabulary, transformers' way (``cross_entropy`` on their fp32 copy) against
-``trainer/model/label_loss.py``, forward + backward and forward alone (as the gate measures).
+``trainer/model/label_logits.py``, forward + backward and forward alone (as the gate measures).
 Each pair alternates, so both see the same load.
 """
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoTokenizer
 
 from trainer.model import block_attention
-from trainer.model.label_loss import token_losses
+from trainer.model.label_logits import token_losses
 
 
 def flash(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:

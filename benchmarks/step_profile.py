@@ -15,7 +15,7 @@ the same load. ``--ab-dropout P`` alternates the adapter with dropout ``P`` (PEF
 trains), on the same adapter and batches: what the ``lora.dropout`` default costs in speed.
 ``--ab-attention`` alternates the flash kernel for every example and the block attention of short
 examples (``trainer/model/block_attention.py``); ``--ab-loss`` transformers' ``ForCausalLMLoss`` and
-the chunked cross-entropy (``trainer/model/label_loss.py``).
+the chunked cross-entropy (``trainer/model/label_logits.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from transformers.loss.loss_utils import ForCausalLMLoss
 from core.train import UltimateTrainer
 from trainer.config import TrainConfig
 from trainer.model import block_attention
-from trainer.model.label_loss import causal_lm_loss
+from trainer.model.label_logits import causal_lm_loss
 from trainer.model.lora_fold import fold_lora, unfold_lora
 
 

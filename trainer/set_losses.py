@@ -29,8 +29,12 @@ from torch import nn
 from trainer.builders import build_collator
 from trainer.config import TrainConfig
 from trainer.model.hardware import select_attention, select_precision
-from trainer.model.label_logits import keep_labelled_positions, takes_logits_to_keep
-from trainer.model.label_loss import IGNORE_INDEX, token_losses
+from trainer.model.label_logits import (
+    IGNORE_INDEX,
+    keep_labelled_positions,
+    takes_logits_to_keep,
+    token_losses,
+)
 from trainer.model.loading import load_model, load_model_config
 
 logger = logging.getLogger(__name__)

@@ -35,6 +35,7 @@ MAX_TOKENS = 512
 about 1,024 tokens, and the kept probabilities grow with the square of the length)."""
 
 _upper_masks: dict[tuple[int, torch.device], torch.Tensor] = {}
+"""The diagonal tiles' masks by size and device: at most :data:`BLOCK` sizes per device."""
 
 
 def applies(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, dropout: float) -> bool:
