@@ -38,15 +38,15 @@ def flash(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: fl
     return F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale)
 
 
-def seconds(attention, tokens: int, heads: int, kv_heads: int, dim: int, repeats: int) -> float:
+def seconds(kernel, tokens: int, heads: int, kv_heads: int, dim: int, repeats: int) -> float:
     """Mean seconds of one forward + backward after a warm-up."""
     query = torch.randn(1, heads, tokens, dim, dtype=torch.bfloat16, requires_grad=True)
     key, value = (torch.randn(1, kv_heads, tokens, dim, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
     grad = torch.randn(1, heads, tokens, dim, dtype=torch.bfloat16)
-    attention(query, key, value, dim**-0.5).backward(grad)
+    kernel(query, key, value, dim**-0.5).backward(grad)
     started = time.perf_counter()
     for _ in range(repeats):
-        attention(query, key, value, dim**-0.5).backward(grad)
+        kernel(query, key, value, dim**-0.5).backward(grad)
     return (time.perf_counter() - started) / repeats
 
 

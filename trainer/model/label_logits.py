@@ -8,7 +8,7 @@ SmolLM2) and the loss upcasts all of those logits to fp32. Transformers' causal 
 labelled positions and hands the loss the labels already shifted (``shift_labels``), so the rest
 of ``Trainer.compute_loss`` (token-count normalisation across gradient accumulation, device
 scaling) is unchanged. The loss on those logits is :func:`causal_lm_loss` (below), which skips the
-fp32 copy of all of them. The loss and gradients equal the full-logits ones (tests/core/test_label_logits.py).
+fp32 copy of all of them. The loss and gradients equal the full-logits ones (tests/trainer/model/test_label_logits.py).
 
 The loss of the kept logits, in chunks of rows: transformers' ``ForCausalLMLoss`` upcasts the whole
 ``(positions, vocab)`` logit tensor to fp32, takes its log-softmax (another fp32 tensor of that size, kept for the backward), and the backward fills a
