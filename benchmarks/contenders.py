@@ -26,7 +26,10 @@ model is loaded. Logging is every step for all, so the loss after the same token
 * ``hf_tuned``: what an experienced user switches on with one flag each: padding-free batches
   (``DataCollatorWithFlattening``), ``bf16=True``, SDPA attention, the frozen base in bf16.
 * ``trl_tuned``: ``SFTConfig(padding_free=True, bf16=True, gradient_checkpointing=False)``, the
-  base in bf16, SDPA. TRL does not enforce ``max_length`` on padding-free batches without packing
+  base in bf16, SDPA.
+* On a device without native bf16 matmuls (a CPU without AVX512-BF16 or AMX, where bf16 is
+  emulated and slower than fp32) the tuned peers run in fp32 instead, as an experienced user would
+  there: :func:`tuned_bf16`, the same test ours uses to choose (``trainer/model/hardware.py``). TRL does not enforce ``max_length`` on padding-free batches without packing
   (it refuses one), so its rows are handed over pre-tokenized and truncated to ``max_length``, with
   ``max_length=None`` and the same labels as ``hf`` (no extra newline label).
 
@@ -55,6 +58,7 @@ from core.state.layout import BaseDir
 from core.state.status import StatusFile
 from trainer.builders import build_lora_config
 from trainer.config import TrainConfig, config_to_dict, parse_config
+from trainer.model.hardware import select_precision
 
 TRL_MISSING = "TRL is not installed: pip install -e '.[bench]'"
 
@@ -134,6 +138,11 @@ def reply_labels_dataset(spec: dict[str, Any], tokenizer: Any) -> Any:
     return Dataset.from_list(chat_rows(spec["data"])).map(tokenize, remove_columns=["messages"])
 
 
+def tuned_bf16() -> bool:
+    """Whether a tuned peer trains in bf16 here: where the device runs bf16 natively."""
+    return select_precision("auto").value == "bf16"
+
+
 def _hf(spec: dict[str, Any], workdir: Path, name: str, tuned: bool) -> dict[str, Any]:
     """HF ``Trainer``: dynamic padding in fp32 (defaults), or padding-free, bf16 and SDPA (tuned)."""
     from peft import get_peft_model
@@ -150,7 +159,9 @@ def _hf(spec: dict[str, Any], workdir: Path, name: str, tuned: bool) -> dict[str
     set_seed(config.hyperparams.seed)
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
-    loading = {"dtype": torch.bfloat16, "attn_implementation": "sdpa"} if tuned else {"dtype": torch.float32}
+    bf16 = tuned and tuned_bf16()
+    loading = {"dtype": torch.bfloat16 if bf16 else torch.float32, "attn_implementation": "sdpa"} if tuned \
+        else {"dtype": torch.float32}
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(spec["model"], **loading), build_lora_config(config))
     tokenize_started = time.perf_counter()
     dataset = reply_labels_dataset(spec, tokenizer)
@@ -160,7 +171,7 @@ def _hf(spec: dict[str, Any], workdir: Path, name: str, tuned: bool) -> dict[str
         else DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     )
     trainer = Trainer(
-        model=model, args=TrainingArguments(**common_arguments(config, str(workdir / "out")), bf16=tuned),
+        model=model, args=TrainingArguments(**common_arguments(config, str(workdir / "out")), bf16=bf16),
         train_dataset=dataset, data_collator=collator, processing_class=tokenizer,
     )
     setup_s = time.perf_counter() - started
@@ -168,7 +179,7 @@ def _hf(spec: dict[str, Any], workdir: Path, name: str, tuned: bool) -> dict[str
     counter = train_counted(trainer, clock)
     return summarize(
         name, clock, counter, spec["steps"], setup_s=round(setup_s, 2), tokenize_s=round(tokenize_s, 2),
-        precision="bf16 autocast, bf16 base" if tuned else "fp32", attention=model.config._attn_implementation,
+        precision="bf16 autocast, bf16 base" if bf16 else "fp32", attention=model.config._attn_implementation,
         gradient_checkpointing=False, batching="padding-free" if tuned else "dynamic padding",
     )
 
@@ -195,12 +206,14 @@ def _trl(spec: dict[str, Any], workdir: Path, name: str, tuned: bool) -> dict[st
     config = shared_config(spec)
     set_seed(config.hyperparams.seed)
     started = time.perf_counter()
-    tuning = {"padding_free": True, "bf16": True, "gradient_checkpointing": False} if tuned else {}
+    bf16 = tuned and tuned_bf16()
+    tuning = {"padding_free": True, "bf16": bf16, "gradient_checkpointing": False} if tuned else {}
     # TRL refuses max_length with padding-free batches (it would not enforce it): the tuned rows come truncated.
     sft_config = SFTConfig(
         max_length=None if tuned else spec["max_length"], **common_arguments(config, str(workdir / "out")), **tuning
     )
-    loading = {"dtype": torch.bfloat16, "attn_implementation": "sdpa"} if tuned else {"dtype": torch.float32}
+    loading = {"dtype": torch.bfloat16 if bf16 else torch.float32, "attn_implementation": "sdpa"} if tuned \
+        else {"dtype": torch.float32}
     model = AutoModelForCausalLM.from_pretrained(spec["model"], **loading)
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     build_started = time.perf_counter()

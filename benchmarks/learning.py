@@ -43,10 +43,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from core.train import UltimateTrainer
 from trainer.config import TrainConfig
 from trainer.data.eval_sets import FILE, tokenize_set
 from trainer.data.formats import read_examples
+from trainer.set_losses import eval_collator, measure_loss
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINCTL = str(Path(sys.executable).with_name("trainctl"))
@@ -205,7 +208,9 @@ def run_dropout(work: Path, rows: int, max_steps: int, dropouts: list[float], se
 
 def run_cost(work: Path, rows: int, max_steps: int) -> dict:
     """Seconds a row of the gate's measuring against training, in one process on one loaded model,
-    interleaved (measure, train, measure, train, measure) so that a change of machine load hits both."""
+    interleaved (measure, train, measure, train, measure) so that a change of machine load hits both.
+    Each measuring pass runs twice, with the rows' shared prefix run once (as the gate does) and
+    with every row whole, in alternating order."""
     a = [chat(p) for p in domain("a")]
     config = TrainConfig(base_model=str(REPO / "models" / "SmolLM2-135M-Instruct"),
                          hyperparams={"max_length": 256, "max_steps": max_steps}, eval={"split_ratio": 0})
@@ -214,18 +219,26 @@ def run_cost(work: Path, rows: int, max_steps: int) -> dict:
     job.setup()
     probe = read_examples(write(work / "probe.jsonl", a[-rows:]), job.profile).examples
     features = tokenize_set("probe", FILE, probe, job.tokenizer, job.profile, config).features
-    measured, trained = [], []
+    collator = eval_collator(config, job.tokenizer, job.attention.value)
+    for share in (True, False):  # warm up both ways (the first forward passes of a process are slower)
+        measure_loss(job.trainer.model, features[:16], collator, job.precision.value, share_prefixes=share)
+    measured, whole, trained = [], [], []
     for chunk in range(3):
-        measured.append(job.measure(features[chunk::3]).seconds / len(features[chunk::3]))
+        rows = features[chunk::3]
+        for share in ((True, False) if chunk % 2 == 0 else (False, True)):  # alternate which goes first
+            loss = measure_loss(job.trainer.model, rows, collator, job.precision.value, share_prefixes=share)
+            (measured if share else whole).append(loss.seconds / len(rows))
         if chunk < 2:
             started = time.perf_counter()
             job.trainer.train()
             trained.append((time.perf_counter() - started) / (4 * max_steps))
-    per_measure, per_train = sum(measured) / len(measured), sum(trained) / len(trained)
+    per_measure, per_whole, per_train = (sum(x) / len(x) for x in (measured, whole, trained))
     return {"measure_seconds_per_row": [round(x, 4) for x in measured],
+            "measure_whole_rows_seconds_per_row": [round(x, 4) for x in whole],
             "train_seconds_per_row": [round(x, 4) for x in trained],
-            "ratio": round(per_measure / per_train, 4), "lora_dropout": config.lora.dropout,
-            "load_average": os.getloadavg(), "precision": job.precision.value, "attention": job.attention.value}
+            "ratio": round(per_measure / per_train, 4), "ratio_whole_rows": round(per_whole / per_train, 4),
+            "lora_dropout": config.lora.dropout, "load_average": os.getloadavg(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "precision": job.precision.value, "attention": job.attention.value}
 
 
 def main(argv: list[str] | None = None) -> int:

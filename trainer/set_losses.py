@@ -3,9 +3,10 @@
 The loss is the mean cross-entropy over every trained token of the set, exactly as training counts
 it: the same features (assistant-only labels, end-of-turn tokens included), the same collator
 (padding-free batches, or padding where the model cannot attend per example), logits only where a
-label is trained, and the run's precision. Examples are batched up to a token budget, shortest
-first (a padded batch then pads little), so a set of a few hundred chats takes a few forward passes.
-Dropout is off while measuring.
+label is trained, and the run's precision. Examples are batched up to a token budget, so a set of a
+few hundred chats takes a few forward passes: shortest first when batches are padded (they then pad
+little); padding-free, in the order of their tokens, so that rows that begin alike share a batch
+and the tokens they share run once (:mod:`trainer.shared_prefix`). Dropout is off while measuring.
 
 Each row's summed loss and trained tokens are kept too (:attr:`SetLoss.per_row`): the gate stores
 them by row, so that a promoted candidate's numbers are the next file's "before" numbers
@@ -36,6 +37,15 @@ from trainer.model.label_logits import (
     token_losses,
 )
 from trainer.model.loading import load_model, load_model_config
+from trainer.shared_prefix import (
+    after_prefix,
+    cache_argument,
+    prefix_cache,
+    prefix_order,
+    shared_prefix_length,
+    shares_prefixes,
+    window_limit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +106,7 @@ def measure_loss(
     collator: Any,
     precision: str = "fp32",
     max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    share_prefixes: bool = True,
 ) -> SetLoss:
     """The mean loss per trained token of ``model`` on ``features`` (``input_ids`` and ``labels``).
 
@@ -105,13 +116,21 @@ def measure_loss(
         collator: the training collator (see :func:`eval_collator`).
         precision: ``bf16``/``fp16`` run under autocast, as in training.
         max_batch_tokens: tokens per forward pass.
+        share_prefixes: run the tokens that a batch's rows begin with once, where that is exact
+            and supported (:mod:`trainer.shared_prefix`); False runs every row whole (the benchmark's
+            comparison).
     """
     started = time.perf_counter()
     device = next(model.parameters()).device
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     use_kept = takes_logits_to_keep(model)
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    sharing = share_prefixes and shares_prefixes(model, collator)
+    if sharing:  # padding-free: no padding to save by length, so rows that begin alike go together
+        order = prefix_order(features)
+    else:
+        order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    limit = window_limit(model)
     per_row: list[tuple[float, int]] = [(0.0, 0)] * len(features)
     was_training = model.training
     model.eval()
@@ -119,25 +138,40 @@ def measure_loss(
         with torch.inference_mode(), autocast:
             for positions in token_batches(order, features, max_batch_tokens):
                 batch = [{"input_ids": features[i]["input_ids"], "labels": features[i]["labels"]} for i in positions]
-                for i, row in zip(positions, _batch_row_losses(model, collator(batch), batch, device, use_kept)):
+                shared = shared_prefix_length(batch, limit) if sharing else 0
+                losses = (_shared_prefix_row_losses(model, collator, batch, shared, device, use_kept) if shared
+                          else _batch_row_losses(model, collator(batch), batch, device, use_kept))
+                for i, row in zip(positions, losses):
                     per_row[i] = row
     finally:
         model.train(was_training)
     return SetLoss.from_rows(per_row, time.perf_counter() - started)
 
 
+def _shared_prefix_row_losses(model: nn.Module, collator: Any, examples: list[dict], shared: int,
+                              device: torch.device, use_kept: bool) -> list[tuple[float, int]]:
+    """:func:`_batch_row_losses` of ``examples`` whose first ``shared`` tokens are the same and
+    unlabelled: those run once, then the rest of each row, packed, after them (trainer/shared_prefix.py)."""
+    cache = prefix_cache(model, examples[0]["input_ids"][:shared], device, use_kept)
+    rest = after_prefix(examples, shared)
+    batch = collator(rest)
+    batch["position_ids"] = batch["position_ids"] + shared
+    return _batch_row_losses(model, batch, rest, device, use_kept, {cache_argument(model): cache, "use_cache": True})
+
+
 def _batch_row_losses(model: nn.Module, batch: dict, examples: list[dict], device: torch.device,
-                      use_kept: bool) -> list[tuple[float, int]]:
-    """``(summed cross-entropy, trained tokens)`` of each example of one collated batch."""
+                      use_kept: bool, extra: dict | None = None) -> list[tuple[float, int]]:
+    """``(summed cross-entropy, trained tokens)`` of each example of one collated batch (``extra``:
+    more arguments of the forward, such as a prefix's cache)."""
     batch = {key: value.to(device) for key, value in batch.items() if isinstance(value, torch.Tensor)}
     owner = _example_of_position(batch["input_ids"].shape, [len(e["input_ids"]) for e in examples], device)
     kept = keep_labelled_positions(batch) if use_kept else None
-    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    inputs = {key: value for key, value in batch.items() if key != "labels"} | (extra or {"use_cache": False})
     if kept is not None:
-        logits = model(**inputs, logits_to_keep=kept["logits_to_keep"], use_cache=False).logits
+        logits = model(**inputs, logits_to_keep=kept["logits_to_keep"]).logits
         targets, owner = kept["shift_labels"], owner[:, kept["logits_to_keep"]]
     else:
-        logits = model(**inputs, use_cache=False).logits
+        logits = model(**inputs).logits
         targets = nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
     losses = token_losses(logits, targets, IGNORE_INDEX)
     trained = targets.reshape(-1) != IGNORE_INDEX

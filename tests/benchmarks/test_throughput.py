@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks import throughput
+from benchmarks import contenders, throughput
 
 
 def test_a_shape_model_runs_ours_beside_a_tuned_peer_with_mfu_against_the_given_peak(
@@ -26,11 +26,12 @@ def test_a_shape_model_runs_ours_beside_a_tuned_peer_with_mfu_against_the_given_
     assert report["params"] < 5_000_000  # the tiny shape, not a model from disk
     for record in (ours, peer):
         assert record["real_tok_s"] > 0 and record["final_loss"] > 0
-        assert record["mfu_bf16"] == round(record["real_tok_s"] * 4 * report["params"] / 1e12, 4)
+        assert record["mfu"] == round(record["real_tok_s"] * 4 * report["params"] / 1e12, 4)
     assert report["against_tuned_peers"]["best_tuned_peer"] == "hf_tuned"
     assert report["against_tuned_peers"]["ours_speedup"] == peer["ours_speedup"]
     table = capsys.readouterr().out
-    assert "tuned: bf16 autocast, bf16 base, sdpa, padding-free, grad ckpt off" in table
+    precision = "bf16 autocast, bf16 base" if contenders.tuned_bf16() else "fp32"  # as ours chooses on this CPU
+    assert f"tuned: {precision}, sdpa, padding-free, grad ckpt off" in table
     assert "daemon callbacks" in table
 
 

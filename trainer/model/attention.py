@@ -23,6 +23,10 @@ A short example in bf16 being trained on a CPU goes to :mod:`trainer.model.block
 (plain matmuls in query blocks: faster there than the CPU flash kernel); every other example
 keeps SDPA.
 
+Packed examples may also follow a prefix they all share, held in the cache: the keys are then
+longer than the queries by the prefix, and each example attends to the prefix and then causally to
+itself (:mod:`trainer.shared_prefix`, used when measuring losses).
+
 Anything else that changes attention (attention sinks, a position bias) is refused here, and
 ``trainer/model/hardware.py`` does not select this kernel for such models. Every other batch that is
 not packed (padded batches, a single example, generation with a cache) goes to transformers' own
@@ -34,6 +38,7 @@ so it is chosen like any attention kernel.
 from __future__ import annotations
 
 import weakref
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -118,22 +123,24 @@ def _softcapped_attention(
 
 def _example_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *,
-    scaling: float, dropout: float, sliding_window: int | None, softcap: float | None,
+    scaling: float, dropout: float, sliding_window: int | None, softcap: float | None, past: int = 0,
 ) -> torch.Tensor:
     """Causal attention of one example (``query`` etc. are its slice of the row; ``key`` and ``value``
     have the layer's key/value heads, repeated here for the kernels that need one per query head).
+    ``key`` and ``value`` may begin with ``past`` positions before the example's first query (a
+    shared prefix, see :mod:`trainer.shared_prefix`), which every query sees.
     A short bf16 example being trained goes to :mod:`trainer.model.block_attention`."""
-    length = query.shape[2]
+    length = key.shape[2]
     windowed = sliding_window is not None and length > sliding_window
-    if softcap is None and not windowed and block_attention.applies(query, key, value, dropout):
+    if past == 0 and softcap is None and not windowed and block_attention.applies(query, key, value, dropout):
         return block_attention.block_causal_attention(query, key, value, scaling)
     groups = query.shape[1] // key.shape[1]
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    if softcap is None and not windowed:
+    if past == 0 and softcap is None and not windowed:
         return torch.nn.functional.scaled_dot_product_attention(
             query, key, value, dropout_p=dropout, scale=scaling, is_causal=True
         )
-    mask = window_mask(length, sliding_window if windowed else length, query.device)
+    mask = window_mask(length, sliding_window if windowed else length, query.device)[past:]
     if softcap is not None:
         return _softcapped_attention(query, key, value, mask, scaling, softcap, dropout)
     return torch.nn.functional.scaled_dot_product_attention(
@@ -161,7 +168,8 @@ def packed_sdpa_forward(
         NotImplementedError: the layer uses attention sinks or a position bias on a packed batch.
     """
     bounds = bounds_once_per_forward(kwargs.get("position_ids"))
-    if (bounds is None or query.shape[2] != key.shape[2]) and kwargs.get("softcap") is None:
+    past = key.shape[2] - query.shape[2]
+    if (bounds is None or past < 0) and kwargs.get("softcap") is None:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, is_causal=is_causal,
             **kwargs,
@@ -170,7 +178,7 @@ def packed_sdpa_forward(
     if unsupported:
         raise NotImplementedError(f"sdpa_packed does not implement {', '.join(unsupported)}; use eager")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    if bounds is None or query.shape[2] != key.shape[2]:  # soft-capped, not packed: the whole batch
+    if bounds is None or past < 0:  # soft-capped, not packed: the whole batch
         groups = query.shape[1] // key.shape[1]
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
         mask = attention_mask if attention_mask is not None else _causal_mask(query.shape[2], key.shape[2], query.device)
@@ -180,10 +188,20 @@ def packed_sdpa_forward(
         scaling=scale, dropout=dropout, sliding_window=kwargs.get("sliding_window"), softcap=kwargs.get("softcap")
     )
     outputs = [
-        _example_attention(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], **options)
-        for start, end in zip(bounds, bounds[1:])
+        _example_attention(
+            query[:, :, start:end], _example_states(key, past, start, end), _example_states(value, past, start, end),
+            past=past, **options,
+        )
+        for start, end in pairwise(bounds)
     ]
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _example_states(states: torch.Tensor, past: int, start: int, end: int) -> torch.Tensor:
+    """One packed example's keys or values, after the ``past`` positions of a prefix all examples share."""
+    if not past:
+        return states[:, :, start:end]
+    return torch.cat([states[:, :, :past], states[:, :, past + start : past + end]], dim=2)
 
 
 def register_packed_sdpa() -> None:
