@@ -14,6 +14,7 @@ The experiments (each on a fresh base dir, ``trainctl daemon --once``; ``trainct
     .venv/bin/python -m benchmarks.learning garbage   # then A's questions with shuffled answers: rejected
     .venv/bin/python -m benchmarks.learning forget --replay 0 0.1 0.25   # A, then B1, B2: A's loss
     .venv/bin/python -m benchmarks.learning cost      # seconds a row: measuring vs training, side by side
+    .venv/bin/python -m benchmarks.learning file-cost --rows 1000   # the gate's share of a 1,000-row file's time
     .venv/bin/python -m benchmarks.learning dropout --lora-dropout 0 0.05 --seed 1 2   # A's losses per dropout
 
 ``forget`` trains file A once into ``--workdir`` (``--stage-a`` does only that) and copies that base
@@ -79,10 +80,11 @@ def domain(name: str) -> list[str]:
     return found
 
 
-def chat(paragraph: str) -> dict:
+def chat(paragraph: str, split: int = 12) -> dict:
+    """A chat row: the user gives the paragraph's first ``split`` words, the assistant continues it."""
     words = paragraph.split()
-    return {"messages": [{"role": "user", "content": "Continue this passage: " + " ".join(words[:12])},
-                         {"role": "assistant", "content": " ".join(words[12:])}]}
+    return {"messages": [{"role": "user", "content": "Continue this passage: " + " ".join(words[:split])},
+                         {"role": "assistant", "content": " ".join(words[split:])}]}
 
 
 def write(path: Path, rows: list[dict]) -> Path:
@@ -241,9 +243,52 @@ def run_cost(work: Path, rows: int, max_steps: int) -> dict:
             "precision": job.precision.value, "attention": job.attention.value}
 
 
+def configure(root: Path, **sections: dict) -> None:
+    """Update sections of ``root``'s config.json (``eval={"split_ratio": 0.5}``...)."""
+    config = json.loads((root / "config.json").read_text())
+    for name, values in sections.items():
+        config[name].update(values)
+    (root / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def run_file_cost(work: Path, rows: int, heldout: int, memory: int) -> dict:
+    """The issue's case through ``trainctl daemon --once``: a file of ``rows`` rows with ``heldout``
+    held out, after a first file whose held-out rows filled the memory set to ``memory`` rows;
+    the same file with the gate and, in a copy of the base dir, without it.
+
+    The first file is licence text (B) with ``memory`` rows held out and a few trained; the measured
+    file is Python reference text (A), topped up with rows of the same paragraphs cut 20 words in.
+    """
+    a, b = domain("a"), domain("b")
+    measured = ([chat(p) for p in a] + [chat(p, 20) for p in a])[:rows]
+    seeded_dir = work / "seeded"
+    report_file = seeded_dir / "queue" / "done" / "b-memory.jsonl.report.json"
+    if report_file.exists():  # a rerun: the first file is trained once per --workdir
+        seeded = {"file": "b-memory.jsonl", "outcome": json.loads(report_file.read_text())["outcome"], "reused": True}
+    else:
+        first = ([chat(p) for p in b] + [chat(p, 20) for p in b])[: memory + max(8, memory // 8)]
+        base_dir(seeded_dir, replay=0.1, max_steps=None)
+        configure(seeded_dir, eval={"split_ratio": memory / len(first), "max_examples": memory})  # ceil, capped
+        seeded = drop(seeded_dir, "b-memory.jsonl", first)
+    if seeded["outcome"] != "trained":
+        raise RuntimeError(f"the first file was not promoted, so the memory set is empty: {seeded}")
+    runs = {}
+    for name, gate in (("gate", True), ("no_gate", False)):
+        folder = work / name
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(seeded_dir, folder, symlinks=True)
+        configure(folder, eval={"split_ratio": heldout / rows, "max_examples": heldout}, gate={"enabled": gate})
+        runs[name] = {**drop(folder, "a-file.jsonl", measured), "load_average": os.getloadavg()}
+    gate, plain = runs["gate"], runs["no_gate"]
+    return {"memory_file": seeded, "runs": runs,
+            "gate_share_of_file_without_gate": round(gate["gate_seconds"] / (gate["daemon_seconds"] - gate["gate_seconds"]), 4),
+            "daemon_seconds_ratio": round(gate["daemon_seconds"] / plain["daemon_seconds"], 4),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", choices=["good", "garbage", "forget", "cost", "dropout"])
+    parser.add_argument("experiment", choices=["good", "garbage", "forget", "cost", "file-cost", "dropout"])
     parser.add_argument("--rows", type=int, default=160, help="rows per file (default 160)")
     parser.add_argument("--max-steps", type=int, default=40, help="hyperparams.max_steps per file (default 40)")
     parser.add_argument("--replay", type=float, nargs="+", default=[0.0, 0.1, 0.25])
@@ -252,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage-a", action="store_true", help="forget: train file A into --workdir and stop")
     parser.add_argument("--lora-dropout", type=float, nargs="+", default=[0.0, 0.05], help="dropout: lora.dropout values")
     parser.add_argument("--seed", type=int, nargs="+", default=[42], help="dropout: hyperparams.seed values")
+    parser.add_argument("--heldout", type=int, default=256, help="file-cost: held-out rows of the file")
+    parser.add_argument("--memory", type=int, default=512, help="file-cost: memory rows before the file")
     parser.add_argument("--out", type=Path, help="results file (default benchmarks/results/learning-*.json)")
     args = parser.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="trainctl-learning-"))
@@ -259,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_good_then_garbage(work, args.rows, args.max_steps)
     elif args.experiment == "cost":
         result = run_cost(work, args.rows, args.max_steps)
+    elif args.experiment == "file-cost":
+        result = run_file_cost(work, args.rows, args.heldout, args.memory)
     elif args.experiment == "dropout":
         result = run_dropout(work, args.rows, args.max_steps, args.lora_dropout, args.seed)
     elif args.stage_a:

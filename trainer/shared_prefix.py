@@ -11,7 +11,8 @@ Same loss up to the rounding of a matmul of another shape (``tests/trainer/test_
 for fewer tokens: 28 of the 108 tokens of a row of the gate-cost benchmark (docs/learning.md).
 
 Used where it is exact and supported: forward passes without gradients (the gate's measuring and
-the held-out loss), padding-free batches, a model attending through ``sdpa_packed``.
+the held-out loss), padding-free batches, a model attending through ``sdpa_packed``, and rotary
+frequencies that do not depend on the length of the forward (not dynamic NTK, not LongRoPE).
 """
 
 from __future__ import annotations
@@ -37,9 +38,25 @@ def _base_model(model: nn.Module) -> nn.Module:
 
 def shares_prefixes(model: nn.Module, collator: Any) -> bool:
     """Whether batches of ``model`` collated by ``collator`` may run a shared prefix once: padding-free
-    batches, and the model attending through ``sdpa_packed`` (which handles the prefix)."""
+    batches, the model attending through ``sdpa_packed`` (which handles the prefix), and rotary
+    frequencies that do not depend on the length of a forward pass."""
     config = getattr(_base_model(model), "config", None)
-    return isinstance(collator, DataCollatorWithFlattening) and getattr(config, "_attn_implementation", None) == KERNEL_NAME
+    return (isinstance(collator, DataCollatorWithFlattening)
+            and getattr(config, "_attn_implementation", None) == KERNEL_NAME
+            and not length_dependent_rope(config))
+
+
+LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
+"""Rotary types whose frequencies follow the longest position of the forward (dynamic NTK scaling,
+LongRoPE of Phi-3 128k): a prefix run alone would get other frequencies than with its rows."""
+
+
+def length_dependent_rope(config: Any) -> bool:
+    """Whether any layer type of ``config`` uses a rotary embedding of :data:`LENGTH_DEPENDENT_ROPE`."""
+    parameters = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    per_layer = parameters.values() if all(isinstance(v, dict) for v in parameters.values()) else [parameters]
+    kinds = [str(p.get("rope_type", p.get("type", "default"))) for p in per_layer]
+    return any(any(name in kind for name in LENGTH_DEPENDENT_ROPE) for kind in kinds)
 
 
 def prefix_order(features: Sequence[dict]) -> list[int]:

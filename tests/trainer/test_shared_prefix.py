@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
+from transformers import (
+    AutoModelForCausalLM,
+    DataCollatorWithFlattening,
+    LlamaConfig,
+    Phi3Config,
+)
 
 from tests.trainer.model.test_families import FAMILIES
 from trainer import set_losses, shared_prefix
@@ -95,3 +100,16 @@ def test_in_bf16_the_losses_agree_to_its_rounding(family):
     shared = measure_loss(model, rows, collator, precision="bf16", max_batch_tokens=150)
     whole = measure_loss(model, rows, collator, precision="bf16", max_batch_tokens=150, share_prefixes=False)
     assert shared.loss == pytest.approx(whole.loss, rel=2e-3)
+
+
+def test_a_rotary_embedding_that_depends_on_the_forward_length_runs_rows_whole():
+    collator = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    register_packed_sdpa()
+    shape = {"vocab_size": 128, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 4,
+                 "pad_token_id": 0}
+    dynamic = LlamaConfig(**shape, rope_scaling={"rope_type": "dynamic", "factor": 2.0})
+    longrope = Phi3Config(**shape, original_max_position_embeddings=16, max_position_embeddings=64, rope_scaling={
+        "rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [4.0] * 8})
+    for config in (dynamic, longrope, FAMILIES["gemma3_text"]()):
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=KERNEL_NAME)
+        assert shared_prefix.shares_prefixes(model, collator) == (config is not dynamic and config is not longrope)
