@@ -26,12 +26,12 @@ model is loaded. Logging is every step for all, so the loss after the same token
 * ``hf_tuned``: what an experienced user switches on with one flag each: padding-free batches
   (``DataCollatorWithFlattening``), ``bf16=True``, SDPA attention, the frozen base in bf16.
 * ``trl_tuned``: ``SFTConfig(padding_free=True, bf16=True, gradient_checkpointing=False)``, the
-  base in bf16, SDPA.
-* On a device without native bf16 matmuls (a CPU without AVX512-BF16 or AMX, where bf16 is
-  emulated and slower than fp32) the tuned peers run in fp32 instead, as an experienced user would
-  there: :func:`tuned_bf16`, the same test ours uses to choose (``trainer/model/hardware.py``). TRL does not enforce ``max_length`` on padding-free batches without packing
+  base in bf16, SDPA. TRL does not enforce ``max_length`` on padding-free batches without packing
   (it refuses one), so its rows are handed over pre-tokenized and truncated to ``max_length``, with
   ``max_length=None`` and the same labels as ``hf`` (no extra newline label).
+* On a device without native bf16 matmuls (a CPU without AVX512-BF16 or AMX, where bf16 is
+  emulated and slower than fp32) the tuned peers run in fp32 instead, as an experienced user would
+  there: :func:`tuned_bf16`, the same test ours uses to choose (``trainer/model/hardware.py``).
 
 ``hf``, ``hf_tuned`` and ``trl_tuned`` train on exactly the labels ours trains on: the reply
 through its ``<|im_end|>``.
