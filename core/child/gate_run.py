@@ -10,6 +10,12 @@ only on rows it was never measured on (the new file's held-out rows, a new golde
 cached under ``cache/eval/``, so a retried or resumed file, and the files after a rejected one,
 measure nothing before training.
 
+A set larger than ``gate.round_rows`` is measured in rounds until its verdict is clear
+(``core.child.gate_rounds``). On a LoRA run the adapter is kept aside before training
+(``trainer.kept_weights``), so the current model's missing numbers, the held-out rows' included, are
+measured after training and only as far as the rounds go; without it (full fine-tuning, several
+processes) every "before" number is measured before training as above.
+
 Before training it also draws the replay rows (``core.memory``) for the file; after training it
 writes the file's held-out rows, with their provenance, into the model folder
 (:data:`HELDOUT_ROWS_FILENAME`), so the snapshot carries them into the memory set when it is promoted.
@@ -17,13 +23,17 @@ writes the file's held-out rows, with their provenance, into the model folder
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.base.hashing import sha256_file
+from core.child.gate_rounds import measure_in_rounds
 from core.child.pairing import answer_dependence
 from core.memory.buffers import HELDOUT_ROWS_FILENAME, MemorySet, ReplayBuffer, Row
 from core.memory.row_losses import ROW_LOSSES_FILENAME, RowLosses, cache_path, row_key
@@ -31,8 +41,17 @@ from core.state.layout import BaseDir
 from core.train import UltimateTrainer
 from profiles import get_profile
 from trainer.config import TrainConfig
-from trainer.data.eval_sets import GOLDEN, HELDOUT, MEMORY, EvalSet, heldout_indices, load_golden_sets, tokenize_set
+from trainer.data.eval_sets import (
+    GOLDEN,
+    HELDOUT,
+    MEMORY,
+    EvalSet,
+    heldout_indices,
+    load_golden_sets,
+    tokenize_set,
+)
 from trainer.data.formats import read_examples
+from trainer.kept_weights import KeptWeights, can_keep
 from trainer.set_losses import SetLoss
 
 logger = logging.getLogger(__name__)
@@ -62,7 +81,14 @@ class GateRun:
         self.sets: list[EvalSet] = []
         self.problems: list[dict] = []
         self.before: dict[str, SetLoss | None] = {}
+        self.known: RowLosses | None = None
+        self.fresh: RowLosses | None = None
+        self.cache: Path | None = None
+        self.kept: KeptWeights | None = None
+        self.split_set: str | None = None
+        self.trained = False
         self.measured_before = 0
+        self.saved_before = 0
         self.seconds = 0.0
 
     @property
@@ -83,42 +109,76 @@ class GateRun:
 
     def measure_before(self, job: UltimateTrainer) -> None:
         """Build the sets and measure the model as loaded (the current model); call before ``train()``.
-        Rows with a stored number for this model (see module doc) are not measured again."""
+        Rows with a stored number for this model (see module doc) are not measured again, and a LoRA
+        run keeps its adapter aside (``trainer.kept_weights``) instead of measuring the sets
+        that are measured in rounds: their rows are measured on it after training, only as far as
+        the rounds go (``core.child.gate_rounds``)."""
         if not (self.config.gate.enabled and self.measure):
             return
         started = time.perf_counter()
         self.sets = self._build_sets(job)
         precision, attention = job.precision.value, job.attention.value
-        cache = cache_path(self.layout.root, self.model_source, precision, attention)
-        known = RowLosses(precision, attention)
+        self.cache = cache_path(self.layout.root, self.model_source, precision, attention)
+        self.known = RowLosses(precision, attention)
         if Path(self.model_source).is_dir():
-            known.load(Path(self.model_source) / ROW_LOSSES_FILENAME)
-        fresh = RowLosses(precision, attention).load(cache)
-        known.rows.update(fresh.rows)
-        measured = 0
+            self.known.load(Path(self.model_source) / ROW_LOSSES_FILENAME)
+        self.fresh = RowLosses(precision, attention).load(self.cache)
+        self.known.rows.update(self.fresh.rows)
+        large = any(s.rows > self.config.gate.round_rows > 0 for s in self.sets)
+        if large and self.config.gate.decisive_z > 0 and can_keep(job.model, self.config.adapter):
+            self.kept = KeptWeights(job.model)
         for evaluated in self.sets:
+            if self.kept is not None and self._in_rounds(evaluated):
+                continue
             keys = [row_key(f) for f in evaluated.features]
-            missing = known.missing(keys)
-            seconds = 0.0
-            if missing:
-                loss = job.measure([evaluated.features[i] for i in missing])
-                known.add([keys[i] for i in missing], loss.per_row)
-                fresh.add([keys[i] for i in missing], loss.per_row)
-                measured, seconds = measured + len(missing), loss.seconds
-            self.before[evaluated.name] = SetLoss.from_rows(known.get(keys), seconds)
-        if measured:
-            fresh.save(cache)
-        self.measured_before = measured
-        logger.info("%s: the current model measured on %d of %d evaluation rows (the rest were known)",
-                    self.data_file.name, measured, sum(s.rows for s in self.sets))
+            seconds = self._measure_before_rows(job, evaluated, keys, range(len(keys)))
+            self.before[evaluated.name] = SetLoss.from_rows(self.known.get(keys), seconds)
+        self._save_fresh()
+        logger.info("%s: the current model measured on %d of %d evaluation rows (the rest were known%s)",
+                    self.data_file.name, self.measured_before, sum(s.rows for s in self.sets),
+                    ", or are measured in rounds after training" if self.kept is not None else "")
         self.seconds += time.perf_counter() - started
+
+    def _in_rounds(self, evaluated: EvalSet) -> bool:
+        """Whether ``evaluated`` is measured in rounds: a golden or memory set larger than a round, or
+        the held-out rows on a kept adapter (their "before" must wait until the rounds ask for it)."""
+        gate = self.config.gate
+        if not (0 < gate.round_rows < evaluated.rows and gate.decisive_z > 0):
+            return False
+        return evaluated.kind in (GOLDEN, MEMORY) or (evaluated.kind == HELDOUT and self.kept is not None)
+
+    def _measure_before_rows(self, job: UltimateTrainer, evaluated: EvalSet, keys: list[str],
+                             positions: Sequence[int]) -> float:
+        """Measure the current model on the rows at ``positions`` that have no number yet (on the kept
+        adapter once training has run); returns the seconds it took."""
+        missing = [i for i in positions if keys[i] not in self.known.rows]
+        if not missing:
+            return 0.0
+        features = [evaluated.features[i] for i in missing]
+        if self.trained:
+            if self.kept is None:
+                raise RuntimeError(f"{evaluated.name}: the current model is gone after training; its rows "
+                                   "must be measured before train()")
+            with self.kept.restored(job.trainer.model):
+                loss = job.measure(features)
+        else:
+            loss = job.measure(features)
+        self.known.add([keys[i] for i in missing], loss.per_row)
+        self.fresh.add([keys[i] for i in missing], loss.per_row)
+        self.measured_before += len(missing)
+        return loss.seconds
+
+    def _save_fresh(self) -> None:
+        if self.fresh is not None and self.measured_before > self.saved_before:
+            self.fresh.save(self.cache)
+            self.saved_before = self.measured_before
 
     def _build_sets(self, job: UltimateTrainer) -> list[EvalSet]:
         sets = []
         if job.eval_dataset is not None:
             kind = GOLDEN if self.config.eval.file else HELDOUT
-            sets.append(EvalSet(f"eval.file {self.config.eval.file}" if self.config.eval.file else HELDOUT, kind,
-                                list(job.eval_dataset)))
+            self.split_set = f"eval.file {self.config.eval.file}" if self.config.eval.file else HELDOUT
+            sets.append(EvalSet(self.split_set, kind, list(job.eval_dataset)))
         golden, problems = load_golden_sets(self.layout.eval_dir, job.tokenizer, self.profile, self.config)
         self.problems = [{"path": p.path, "reason": p.reason} for p in problems]
         memory = MemorySet(self.layout.memory).rows(self.config.gate.memory_rows)
@@ -131,19 +191,26 @@ class GateRun:
         if not self.measure:
             return {}
         started = time.perf_counter()
+        self.trained = True
         table = []
         measured = RowLosses(job.precision.value, job.attention.value)
         for evaluated in self.sets:
-            reuse = evaluated.kind == HELDOUT and job.heldout_loss is not None
-            after = job.heldout_loss if reuse else job.measure(evaluated.features)
-            measured.add([row_key(f) for f in evaluated.features], after.per_row)
-            before = self.before[evaluated.name]
+            trained = self._measured_by_training(job, evaluated)
+            if trained is not None:  # every row's number is known: the next file's "before" for all of them
+                measured.add([row_key(f) for f in evaluated.features], trained.per_row)
+            if self._in_rounds(evaluated):
+                before, after, rows, z = self._measure_rounds(job, evaluated, trained)
+            else:
+                before, after, rows, z = self._measure_whole(job, evaluated, trained)
+            measured.add([row_key(evaluated.features[i]) for i in rows], after.per_row)
             table.append({
                 "set": evaluated.name, "kind": evaluated.kind, "sha256": evaluated.sha256,
-                "rows": evaluated.rows, "tokens": evaluated.tokens,
+                "rows": evaluated.rows, "tokens": evaluated.tokens, "rows_measured": len(rows),
+                "z": round(z, 2) if math.isfinite(z) else None,
                 "loss_before": before.loss, "loss_after": after.loss,
-                "seconds": round(before.seconds + (0.0 if reuse else after.seconds), 3),
+                "seconds": round(before.seconds + after.seconds, 3),
             })
+        self._save_fresh()
         heldout = self._heldout_rows(job)
         pairing = answer_dependence(job, [r.example for r in heldout], measured) \
             if self.sets and self.config.gate.min_answer_dependence > 0 else None
@@ -167,6 +234,45 @@ class GateRun:
             "before_rows_measured": self.measured_before,
             "seconds": round(self.seconds, 3),
         }
+
+    def _measured_by_training(self, job: UltimateTrainer, evaluated: EvalSet) -> SetLoss | None:
+        """The candidate's numbers of the set that training measured already (its eval split), or None."""
+        if evaluated.name == self.split_set and job.heldout_loss is not None:
+            return job.heldout_loss
+        return None
+
+    def _measure_whole(self, job: UltimateTrainer, evaluated: EvalSet,
+                       trained: SetLoss | None) -> tuple[SetLoss, SetLoss, range, float]:
+        """A set whose every row was measured before training: the candidate on every row too."""
+        after = job.measure(evaluated.features) if trained is None else dataclasses.replace(trained, seconds=0.0)
+        return self.before[evaluated.name], after, range(evaluated.rows), math.nan
+
+    def _measure_rounds(self, job: UltimateTrainer, evaluated: EvalSet,
+                        trained: SetLoss | None) -> tuple[SetLoss, SetLoss, list[int], float]:
+        """A set measured round by round until its verdict is clear (``core.child.gate_rounds``)."""
+        keys = [row_key(f) for f in evaluated.features]
+        seconds = {"before": 0.0, "after": 0.0}
+
+        def before(positions: list[int]) -> list[tuple[float, int]]:
+            seconds["before"] += self._measure_before_rows(job, evaluated, keys, positions)
+            return self.known.get([keys[i] for i in positions])
+
+        def after(positions: list[int]) -> Sequence[tuple[float, int]]:
+            if trained is not None:
+                return [trained.per_row[i] for i in positions]
+            loss = job.measure([evaluated.features[i] for i in positions])
+            seconds["after"] += loss.seconds
+            return loss.per_row
+
+        gate = self.config.gate
+        # the held-out rule is "lower than before": a limit of 0 above the current model's loss
+        limit = 0.0 if evaluated.kind == HELDOUT else gate.max_regression
+        rounds = measure_in_rounds(keys, before, after, limit, gate.round_rows, gate.decisive_z)
+        logger.info("%s: %s measured on %d of its %d rows (%s)", self.data_file.name, evaluated.name,
+                    len(rounds.rows), evaluated.rows,
+                    "every row" if not math.isfinite(rounds.z) else f"clear at {abs(rounds.z):.1f} standard errors")
+        return (SetLoss.from_rows(rounds.before, seconds["before"]), SetLoss.from_rows(rounds.after, seconds["after"]),
+                rounds.rows, rounds.z)
 
     def _heldout_rows(self, job: UltimateTrainer) -> list[Row]:
         """The held-out examples with their lines (examples tokenization left out do not count)."""

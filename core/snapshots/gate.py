@@ -11,7 +11,9 @@ candidate (``loss_after``); :func:`judge` applies the rules of the ``gate`` conf
   not depend on their questions (shuffled labels; ``core.child.pairing``);
 * **golden** (``eval/*.jsonl``) and **memory** (earlier files' held-out rows): the candidate's loss
   may be at most ``gate.max_regression`` (a share) above the current model's, so a file cannot buy
-  its own gain with what the model knew.
+  its own gain with what the model knew. A set larger than ``gate.round_rows`` is measured in
+  rounds until its verdict is clear (``core.child.gate_rounds``); its losses are then those of the
+  rows measured (``rows_measured``, both models on the same rows).
 
 A set without a number on both sides (a file too small to split has no held-out set) is not judged.
 The verdict and the table go into the snapshot's manifest once, when the snapshot is created, so a
@@ -67,8 +69,18 @@ def _judge_row(row: dict, gate: GateSettings) -> tuple[str, str | None]:
         if after <= limit:
             return "ok", None
         return "regressed", (f"gate.max_regression: the loss on {name} rose {100 * (after / before - 1):.1f}% "
-                             f"({before:.4f} -> {after:.4f}), more than the {100 * gate.max_regression:g}% allowed")
+                             f"({before:.4f} -> {after:.4f}{_measured_share(row)}), more than the "
+                             f"{100 * gate.max_regression:g}% allowed")
     return "-", None
+
+
+def _measured_share(row: dict) -> str:
+    """``on K of its N rows, ...`` for a set measured in rounds (``core.child.gate_rounds``)."""
+    measured, rows, z = row.get("rows_measured"), row["rows"], row.get("z")
+    if measured is None or measured >= rows:
+        return ""
+    return f" on {measured} of its {rows} rows, {abs(z):.1f} standard errors past the limit" if z else \
+        f" on {measured} of its {rows} rows"
 
 
 def _judge_pairing(row: dict, gate: GateSettings) -> tuple[str, str | None]:
@@ -129,7 +141,9 @@ def format_eval_table(table: list[dict]) -> str:
     for row in table:
         before, after = row.get("loss_before"), row.get("loss_after")
         change = f"{100 * (after / before - 1):+.1f}%" if before and after is not None else "-"
-        rows.append((row["set"], str(row["rows"]), str(row["tokens"]), _loss(before), _loss(after), change,
+        measured = row.get("rows_measured", row["rows"])
+        count = str(row["rows"]) if measured >= row["rows"] else f"{measured}/{row['rows']}"
+        rows.append((row["set"], count, str(row["tokens"]), _loss(before), _loss(after), change,
                      row.get("verdict", "-")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)

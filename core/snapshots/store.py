@@ -335,8 +335,14 @@ def format_snapshot_table(snapshots: list[SnapshotInfo]) -> str:
 
 
 def _gate_losses(evaluation: dict | None) -> str:
-    """``set before->after`` for each set the gate judged, e.g. ``heldout 1.92->1.41``."""
+    """``set before->after`` for each set the gate judged, e.g. ``heldout 1.92->1.41``, with
+    ``(on 128/512 rows)`` for a set measured in rounds (``core.child.gate_rounds``)."""
     sets = (evaluation or {}).get("sets") or []
-    parts = [f"{row['set']} {row['loss_before']:.3f}->{row['loss_after']:.3f}" for row in sets
+    parts = [f"{row['set']} {row['loss_before']:.3f}->{row['loss_after']:.3f}{_rows_measured(row)}" for row in sets
              if row.get("loss_before") is not None and row.get("loss_after") is not None]
     return ", ".join(parts) or "-"
+
+
+def _rows_measured(row: dict) -> str:
+    measured = row.get("rows_measured")
+    return f" (on {measured}/{row['rows']} rows)" if measured is not None and measured < row["rows"] else ""

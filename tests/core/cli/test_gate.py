@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from core.cli import main
+from core.memory.buffers import HELDOUT_ROWS_FILENAME
+from core.memory.row_losses import ROW_LOSSES_FILENAME
 from core.snapshots.store import SnapshotStore, file_digests, read_manifest
 from core.state.layout import init_base_dir
 from tests.conftest import chat_rows, garbage_rows, write_jsonl
@@ -85,3 +87,41 @@ def test_good_file_promoted_garbage_rejected_then_forced_and_a_bad_golden_set_le
     assert {p["path"] for p in measured["left_out"]} == {"eval/broken.jsonl", "eval/empty.jsonl"}
     assert main(["eval", first.id, "--data", str(layout.eval_dir / "golden.jsonl"), "--base-dir", str(root)]) == 0
     assert "golden.jsonl" in capsys.readouterr().out
+
+
+def test_sets_measured_in_rounds_measure_the_current_model_on_its_kept_adapter(tiny_config, tmp_path, capsys):
+    """A golden set added after the current model was made, and a new file's held-out rows, have no
+    "before" numbers: a LoRA run measures them after training, round by round, on the adapter it
+    kept aside. They must be the current model's own losses (not the candidate's), as ``trainctl
+    eval`` measures them."""
+    root = tmp_path / "base"
+    layout = init_base_dir(root)
+    gate = {"max_regression": 10.0, "min_answer_dependence": 0.0, "round_rows": 2, "decisive_z": 100.0}
+    layout.config_file.write_text(json.dumps({**tiny_config, "gate": gate}), encoding="utf-8")
+    write_jsonl(layout.inbox / "first.jsonl", chat_rows(40, seed=1))
+    assert main(["daemon", "--once", "--base-dir", str(root)]) == 0
+    first = SnapshotStore(layout).current()
+
+    write_jsonl(layout.eval_dir / "golden.jsonl", chat_rows(10, seed=3))
+    write_jsonl(layout.inbox / "second.jsonl", chat_rows(40, seed=2))
+    assert main(["daemon", "--once", "--base-dir", str(root)]) == 0
+    second = SnapshotStore(layout).current()
+    evaluation = read_manifest(second.path)["evaluation"]
+    table = {row["set"]: row for row in evaluation["sets"]}
+    assert {name: (row["rows_measured"], row["rows"], row["z"]) for name, row in table.items()} == {
+        "heldout": (4, 4, None), "eval/golden.jsonl": (10, 10, None), "memory": (4, 4, None)}  # no round decided
+    assert evaluation["before_rows_measured"] == 4 + 10  # the new held-out rows, the golden rows
+    stored = json.loads((second.path / ROW_LOSSES_FILENAME).read_text())["rows"]
+    assert len(stored) == 4 + 10 + 4  # the candidate's numbers of every row measured: the next file's "before"
+
+    heldout = [json.loads(line)["example"] for line in (second.path / HELDOUT_ROWS_FILENAME).read_text().splitlines()]
+    write_jsonl(tmp_path / "heldout.jsonl", heldout)
+    for name, data in (("eval/golden.jsonl", layout.eval_dir / "golden.jsonl"), ("heldout", tmp_path / "heldout.jsonl")):
+        capsys.readouterr()
+        assert main(["eval", first.id, "--data", str(data), "--json", "--base-dir", str(root)]) == 0
+        [current] = json.loads(capsys.readouterr().out)["sets"]
+        assert abs(table[name]["loss_before"] - current["loss_after"]) < 1e-5 * current["loss_after"], name
+        assert abs(table[name]["loss_after"] - table[name]["loss_before"]) > 1e-3, name  # the candidate differs
+
+    capsys.readouterr()
+    assert main(["snapshots", "list", "--base-dir", str(root)]) == 0

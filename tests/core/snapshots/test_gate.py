@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from core.snapshots.gate import Verdict, format_eval_table, judge
+from core.snapshots.store import _gate_losses
 from trainer.config.gate import GateSettings
 
 
@@ -46,6 +47,17 @@ def test_a_disabled_gate_judges_nothing():
 def test_the_table_shows_every_set_with_its_change():
     text = format_eval_table(judge([_row("memory", "memory", 1.0, 1.5)], GateSettings()).table)
     assert "memory" in text and "+50.0%" in text and "regressed" in text
+
+
+def test_a_set_measured_in_rounds_says_on_how_many_rows_it_was_judged():
+    row = {**_row("memory", "memory", 1.0, 1.5), "rows": 512, "rows_measured": 128, "z": 12.34}
+    decision = judge([row], GateSettings())
+    assert "on 128 of its 512 rows, 12.3 standard errors past the limit" in decision.rule
+    assert "128/512" in format_eval_table(decision.table)
+    assert _gate_losses({"sets": decision.table}) == "memory 1.000->1.500 (on 128/512 rows)"
+    whole = {**row, "rows_measured": 512, "z": None}
+    assert "rows" not in judge([whole], GateSettings()).rule.split("allowed")[0].split(")")[0]
+    assert _gate_losses({"sets": [whole]}) == "memory 1.000->1.500"
 
 
 def test_answers_that_fit_another_question_as_well_as_their_own_reject_the_file():
