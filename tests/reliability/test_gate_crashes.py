@@ -11,7 +11,7 @@ from tests.conftest import chat_rows, garbage_rows, write_jsonl
 from tests.reliability.harness import daemon_config, events, invariant_problems, make_base_dir, start_daemon
 
 KILLS = [
-    "eval/*.json:1",     # measuring the current model on the gate's sets, before training
+    "eval/*.json:1",     # measuring the current model after training, on the kept adapter (sets in rounds)
     "manifest.json:1",   # verdict decided, snapshot staged but not in place
     "ledger.jsonl:1",    # rejected snapshot in place, not in the ledger yet
     "*.report.json:1",   # in the ledger, not filed in queue/rejected yet
@@ -21,7 +21,9 @@ KILLS = [
 def test_a_rejected_file_survives_kills_at_every_gate_point_with_current_model_untouched(
     tiny_model_dir, fork_server, tmp_path
 ):
-    config = daemon_config(tiny_model_dir, gate={"max_regression": 0.005})
+    # Rounds of 2 rows put the current model's measuring after training (the kill loop covers it
+    # before training); decisive_z 100 measures every row, so the verdict is the whole sets'.
+    config = daemon_config(tiny_model_dir, gate={"max_regression": 0.005, "round_rows": 2, "decisive_z": 100.0})
     layout = make_base_dir(tmp_path / "base", config)
     good = chat_rows(40, seed=1)
     write_jsonl(layout.eval_dir / "golden.jsonl", chat_rows(12, seed=3))
