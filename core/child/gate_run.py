@@ -23,6 +23,7 @@ writes the file's held-out rows, with their provenance, into the model folder
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -124,8 +125,7 @@ class GateRun:
             self.known.load(Path(self.model_source) / ROW_LOSSES_FILENAME)
         self.fresh = RowLosses(precision, attention).load(self.cache)
         self.known.rows.update(self.fresh.rows)
-        large = any(s.rows > self.config.gate.round_rows > 0 for s in self.sets)
-        if large and self.config.gate.decisive_z > 0 and can_keep(job.model, self.config.adapter):
+        if any(map(self._larger_than_a_round, self.sets)) and can_keep(job.model, self.config.adapter):
             self.kept = KeptWeights(job.model)
         for evaluated in self.sets:
             if self.kept is not None and self._in_rounds(evaluated):
@@ -142,10 +142,13 @@ class GateRun:
     def _in_rounds(self, evaluated: EvalSet) -> bool:
         """Whether ``evaluated`` is measured in rounds: a golden or memory set larger than a round, or
         the held-out rows on a kept adapter (their "before" must wait until the rounds ask for it)."""
-        gate = self.config.gate
-        if not (0 < gate.round_rows < evaluated.rows and gate.decisive_z > 0):
+        if not self._larger_than_a_round(evaluated):
             return False
         return evaluated.kind in (GOLDEN, MEMORY) or (evaluated.kind == HELDOUT and self.kept is not None)
+
+    def _larger_than_a_round(self, evaluated: EvalSet) -> bool:
+        gate = self.config.gate
+        return 0 < gate.round_rows < evaluated.rows and gate.decisive_z > 0
 
     def _measure_before_rows(self, job: UltimateTrainer, evaluated: EvalSet, keys: list[str],
                              positions: Sequence[int]) -> float:
@@ -154,15 +157,11 @@ class GateRun:
         missing = [i for i in positions if keys[i] not in self.known.rows]
         if not missing:
             return 0.0
-        features = [evaluated.features[i] for i in missing]
-        if self.trained:
-            if self.kept is None:
-                raise RuntimeError(f"{evaluated.name}: the current model is gone after training; its rows "
-                                   "must be measured before train()")
-            with self.kept.restored(job.trainer.model):
-                loss = job.measure(features)
-        else:
-            loss = job.measure(features)
+        if self.trained and self.kept is None:
+            raise RuntimeError(f"{evaluated.name}: the current model is gone after training; its rows "
+                               "must be measured before train()")
+        with self.kept.restored(job.trainer.model) if self.trained else contextlib.nullcontext():
+            loss = job.measure([evaluated.features[i] for i in missing])
         self.known.add([keys[i] for i in missing], loss.per_row)
         self.fresh.add([keys[i] for i in missing], loss.per_row)
         self.measured_before += len(missing)
