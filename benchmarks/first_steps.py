@@ -6,8 +6,9 @@ Runs what ``core.child.worker`` runs for one file (run folder, the gate's replay
 the gate's "before" measurement, ``Trainer.train``) on the first ROWS rows of
 ``benchmarks/data/chat_mixed.jsonl`` with the ``benchmarks/daemon_overhead.py`` config and STEPS
 steps, and prints one JSON line per job: seconds of each setup piece and of each optimizer step.
-VARIANT: ``none`` (a fresh process), ``tiny`` (after ``core.child.warmup.warm_up``, the standby's
-warm-up), ``twice`` (the same job twice in one process: the second job's first step is what any
+VARIANT: ``none`` (a fresh process), ``tiny`` (after ``core.child.warmup.warm_up`` without a base dir:
+the standby's warm-up before this session), ``shapes`` (after ``warm_up`` of a base dir with the same
+model: the standby's warm-up now, one layer of the configured model), ``twice`` (the same job twice in one process: the second job's first step is what any
 warm-up could at best reach). Run it under the exclusive CPU lock and note the load average.
 """
 
@@ -85,6 +86,10 @@ def main() -> None:
     started = time.perf_counter()
     if variant == "tiny":
         warm_up()
+    elif variant == "shapes":
+        layout = fresh_base_dir(MODEL, warm=False)
+        warm_up(layout.root)
+        shutil.rmtree(layout.root, ignore_errors=True)
     warm_up_s = round(time.perf_counter() - started, 2)
     for job in range(2 if variant == "twice" else 1):
         print(json.dumps({"variant": variant, "job": job + 1, "warm_up_s": warm_up_s, **one_job(lines, steps)}))

@@ -1,11 +1,11 @@
 """Two kernels of the training step alone, ours against the stock one, side by side in one process.
 
     python -m benchmarks.kernels attention [--model models/SmolLM2-135M-Instruct] \
-        [--data benchmarks/data/chat_mixed.jsonl] [--lengths 64 128 256 512 1024]
+        [--data benchmarks/data/chat_mixed.jsonl] [--lengths 64 128 256 512 1024] [--dtype float32]
     python -m benchmarks.kernels loss [--model models/SmolLM2-135M-Instruct] [--positions 128 676]
 
 ``attention``: for each length, forward + backward of one causal example with the model's head
-counts in bf16, the way ``sdpa_packed`` calls it while training (``trainer/model/attention.py``):
+counts in bf16 (or ``--dtype``), the way ``sdpa_packed`` calls it while training (``trainer/model/attention.py``):
 the flash kernel with the key/value heads repeated for each query head, and
 ``trainer/model/block_attention.py`` with the heads grouped. With ``--data`` it also sums both over
 the lengths of the file's examples (templated as training renders them), and the mix that training
@@ -38,11 +38,12 @@ def flash(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: fl
     return F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale)
 
 
-def seconds(kernel, tokens: int, heads: int, kv_heads: int, dim: int, repeats: int) -> float:
+def seconds(kernel, tokens: int, heads: int, kv_heads: int, dim: int, repeats: int,
+            dtype: torch.dtype = torch.bfloat16) -> float:
     """Mean seconds of one forward + backward after a warm-up."""
-    query = torch.randn(1, heads, tokens, dim, dtype=torch.bfloat16, requires_grad=True)
-    key, value = (torch.randn(1, kv_heads, tokens, dim, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
-    grad = torch.randn(1, heads, tokens, dim, dtype=torch.bfloat16)
+    query = torch.randn(1, heads, tokens, dim, dtype=dtype, requires_grad=True)
+    key, value = (torch.randn(1, kv_heads, tokens, dim, dtype=dtype, requires_grad=True) for _ in range(2))
+    grad = torch.randn(1, heads, tokens, dim, dtype=dtype)
     kernel(query, key, value, dim**-0.5).backward(grad)
     started = time.perf_counter()
     for _ in range(repeats):
@@ -58,18 +59,20 @@ def file_lengths(path: Path, tokenizer) -> list[int]:
 def attention(args: argparse.Namespace, config) -> None:
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    print(f"{heads} query heads, {kv_heads} key/value heads, head size {dim}, bf16, {torch.get_num_threads()} threads")
+    dtype = getattr(torch, args.dtype)
+    print(f"{heads} query heads, {kv_heads} key/value heads, head size {dim}, {args.dtype}, "
+          f"{torch.get_num_threads()} threads")
     for tokens in args.lengths:
-        theirs = seconds(flash, tokens, heads, kv_heads, dim, args.repeats)
-        ours = seconds(block_attention.block_causal_attention, tokens, heads, kv_heads, dim, args.repeats)
+        theirs = seconds(flash, tokens, heads, kv_heads, dim, args.repeats, dtype)
+        ours = seconds(block_attention.block_causal_attention, tokens, heads, kv_heads, dim, args.repeats, dtype)
         print(f"{tokens:>5} tokens: flash {theirs * 1e3:7.2f} ms, blocks {ours * 1e3:7.2f} ms, {theirs / ours:.2f}x")
     if args.data:
         lengths = file_lengths(args.data, AutoTokenizer.from_pretrained(args.model))
         cache: dict[int, tuple[float, float]] = {}
         for tokens in lengths:
             if tokens not in cache:
-                cache[tokens] = (seconds(flash, tokens, heads, kv_heads, dim, 3),
-                                 seconds(block_attention.block_causal_attention, tokens, heads, kv_heads, dim, 3))
+                cache[tokens] = (seconds(flash, tokens, heads, kv_heads, dim, 3, dtype),
+                                 seconds(block_attention.block_causal_attention, tokens, heads, kv_heads, dim, 3, dtype))
         all_flash = sum(cache[t][0] for t in lengths)
         mixed = sum(cache[t][1] if t <= block_attention.MAX_TOKENS else cache[t][0] for t in lengths)
         print(f"{args.data} ({len(lengths)} examples, one layer): flash {all_flash:.3f} s, "
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="attention: example lengths")
     parser.add_argument("--positions", type=int, nargs="+", default=[128, 676],
                         help="loss: labelled positions (676: the largest step of the throughput benchmark)")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
+                        help="attention: the dtype of queries, keys and values")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
     config = AutoConfig.from_pretrained(args.model)

@@ -23,7 +23,7 @@ from profiles import get_profile
 from trainer.builders import build_collator, build_training_arguments
 from trainer.callbacks import GradNormHandoff
 from trainer.config import TrainConfig, config_to_dict
-from trainer.data.dataset import CACHE_DIRNAME, build_train_data
+from trainer.data.dataset import CACHE_DIRNAME, build_train_data, token_count
 from trainer.data.eval_sets import tokenize_set
 from trainer.data.token_budget import group_by_token_budget
 from trainer.evaluation import (
@@ -212,7 +212,7 @@ class UltimateTrainer:
             eval_loss=self.losses.eval_loss,
             mean_loss=output.training_loss if math.isfinite(output.training_loss) else None,
             examples=len(self.train_dataset),
-            tokens=round(sum(map(len, self.train_dataset["input_ids"])) * self.config.hyperparams.epochs),
+            tokens=round(token_count(self.train_dataset) * self.config.hyperparams.epochs),
             attention=self.attention.value,
             precision=self.precision.value,
         )

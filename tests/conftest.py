@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,35 @@ def garbage_rows(rows: list[dict], seed: int = 0) -> list[dict]:
     for row in garbage:
         row["messages"][-1]["content"] = "".join(rng.choice("0123456789+-*/=()[]{}") for _ in range(30))
     return garbage
+
+
+TEXT_WORDS = ["paris", "fox", "dog", "morning", "help", "capital", "answer", "quick", "river", "stone"]
+
+
+def text_file(path: Path, rows: int) -> Path:
+    """``rows`` pretraining rows, every 100th bad, each line over 1 KiB.
+
+    Text rows are cheap to tokenize, so the test measures what is held, not speed. The unused
+    ``note`` key makes even the smaller file larger than the 1 MiB block files are hashed in, so
+    that block is the same in both measurements.
+    """
+    rng = random.Random(rows)
+    note = "n" * 1100
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(rows):
+            words = " ".join(rng.choice(TEXT_WORDS) for _ in range(rng.randint(5, 40)))
+            handle.write('{"text": 7}\n' if i % 100 == 99 else f'{{"text": "{words}", "note": "{note}"}}\n')
+    return path
+
+
+def peak_bytes(work) -> int:
+    """The most memory Python objects took while ``work()`` ran (``tracemalloc``)."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 @pytest.fixture()

@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from core.base.hashing import sha256_file
@@ -40,7 +40,7 @@ from core.memory.buffers import HELDOUT_ROWS_FILENAME, MemorySet, ReplayBuffer, 
 from core.memory.row_losses import ROW_LOSSES_FILENAME, RowLosses, cache_path, row_key
 from core.state.layout import BaseDir
 from core.train import UltimateTrainer
-from profiles import get_profile
+from profiles import Example, get_profile
 from trainer.config import TrainConfig
 from trainer.data.eval_sets import (
     GOLDEN,
@@ -51,7 +51,7 @@ from trainer.data.eval_sets import (
     load_golden_sets,
     tokenize_set,
 )
-from trainer.data.formats import read_examples
+from trainer.data.formats import RowError, RowStream
 from trainer.kept_weights import KeptWeights, can_keep
 from trainer.set_losses import SetLoss
 
@@ -77,7 +77,7 @@ class GateRun:
         self.measure = measure
         self.sha256 = sha256_file(self.data_file)
         self.profile = get_profile(config.profile)
-        self.examples = read_examples(self.data_file, self.profile).examples
+        self.good_rows = sum(1 for _ in self._examples())  # counted without holding them
         self.replay_rows = self._draw_replay()
         self.sets: list[EvalSet] = []
         self.problems: list[dict] = []
@@ -101,7 +101,7 @@ class GateRun:
         ratio = self.config.replay.ratio
         if ratio <= 0:
             return []
-        training_rows = len(self.examples) - len(heldout_indices(len(self.examples), self.config))
+        training_rows = self.good_rows - len(heldout_indices(self.good_rows, self.config))
         count = round(ratio * training_rows)
         rows = ReplayBuffer(self.layout.memory).draw(count, self.sha256, self.config.replay.seed) if count else []
         logger.info("%s: %d replay rows drawn (ratio %g of %d training rows)", self.data_file.name, len(rows),
@@ -278,14 +278,23 @@ class GateRun:
         if self.config.eval.file or job.eval_dataset is None:
             return []
         skipped = {line for line, _tokens, what in job.data_stats.long_rows if what in _SKIPPED_ROWS}
-        kept = [e for e in self.examples if e["_line"] not in skipped]
-        if len(kept) != job.file_examples:
+        wanted, rows, kept = set(heldout_indices(job.file_examples, self.config)), [], 0
+        for example in self._examples():  # one row at a time: the file may be larger than memory
+            if example["_line"] in skipped:
+                continue
+            if kept in wanted:
+                rows.append(Row(self.data_file.name, self.sha256, example["_line"],
+                                {k: v for k, v in example.items() if k != "_line"}))
+            kept += 1
+        if kept != job.file_examples:
             logger.warning("%s: %d examples read but %d trained; its held-out rows are not remembered",
-                           self.data_file.name, len(kept), job.file_examples)
+                           self.data_file.name, kept, job.file_examples)
             return []
-        rows = [kept[i] for i in heldout_indices(job.file_examples, self.config)]
-        return [Row(self.data_file.name, self.sha256, e["_line"], {k: v for k, v in e.items() if k != "_line"})
-                for e in rows]
+        return rows
+
+    def _examples(self) -> Iterator[Example]:
+        """The file's good rows, read one at a time."""
+        return (item for item in RowStream(self.data_file, self.profile) if not isinstance(item, RowError))
 
 
 def _write_rows(path: Path, rows: list[Row]) -> None:

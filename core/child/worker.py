@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.INFO if is_main_process() else logging.WARNING  # one progress log, not one per rank
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.standby is not None:
-        args = parser.parse_args(serve_standby(args.standby))
+        args = parser.parse_args(serve_standby(args.standby, args.base_dir))
     stop = StopFlag()
     signal.signal(signal.SIGTERM, stop.request)
     if args.file is None or args.output is None:

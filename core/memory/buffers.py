@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,21 +136,22 @@ class ReplayBuffer:
         """Every row in the buffer."""
         return [Row.from_dict(row) for row in self._state().get("rows", [])]
 
-    def add(self, file: str, sha256: str, rows: Sequence[Row], max_rows: int, seed: int) -> bool:
-        """Offer a promoted file's training rows to the reservoir. Returns False if it was already in."""
+    def add(self, file: str, sha256: str, rows: Iterable[Row], max_rows: int, seed: int) -> bool:
+        """Offer a promoted file's training rows (read one at a time) to the reservoir. Returns False if
+        it was already in."""
         state = self._state()
         if sha256 in state["files"]:
             return False
         rng = random.Random(f"{seed}:{sha256}")
-        kept, seen = state["rows"][:max_rows], int(state["seen"])
+        kept, seen, offered = state["rows"][:max_rows], int(state["seen"]), 0
         for row in rows:
-            seen += 1
+            seen, offered = seen + 1, offered + 1
             if len(kept) < max_rows:
                 kept.append(row.to_dict())
             elif (slot := rng.randrange(seen)) < max_rows:
                 kept[slot] = row.to_dict()
         atomic_write_json(self.path, {"seen": seen, "files": [*state["files"], sha256], "rows": kept})
-        logger.info("replay buffer: %s offered %d rows (%d of %d seen rows kept)", file, len(rows), len(kept), seen)
+        logger.info("replay buffer: %s offered %d rows (%d of %d seen rows kept)", file, offered, len(kept), seen)
         return True
 
     def draw(self, count: int, sha256: str, seed: int) -> list[Row]:

@@ -8,27 +8,29 @@ promotion and this step is repaired by running it again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from core.memory.buffers import HELDOUT_ROWS_FILENAME, MemorySet, ReplayBuffer, Row, read_rows
 from core.state.layout import BaseDir
 from profiles import get_profile
 from trainer.config import TrainConfig
-from trainer.data.formats import DataFileError, read_examples
+from trainer.data.formats import DataFileError, RowError, RowStream
 
 logger = logging.getLogger(__name__)
 
 
-def training_rows(source: Path, name: str, sha256: str, heldout: list[Row], config: TrainConfig) -> list[Row]:
-    """The good rows of ``source`` that were not held out (empty if the file cannot be read)."""
+def training_rows(source: Path, name: str, sha256: str, heldout: list[Row], config: TrainConfig) -> Iterator[Row]:
+    """The good rows of ``source`` that were not held out, read one at a time (none if the file
+    cannot be read)."""
     try:
-        examples = read_examples(source, get_profile(config.profile)).examples
+        stream = RowStream(source, get_profile(config.profile))
     except DataFileError as exc:
         logger.warning("%s: its rows are not offered to the replay buffer: %s", name, exc)
-        return []
+        return iter(())
     held = {row.line for row in heldout}
-    return [Row(name, sha256, e["_line"], {k: v for k, v in e.items() if k != "_line"})
-            for e in examples if e["_line"] not in held]
+    return (Row(name, sha256, item["_line"], {k: v for k, v in item.items() if k != "_line"})
+            for item in stream if not isinstance(item, RowError) and item["_line"] not in held)
 
 
 def remember_promoted(layout: BaseDir, snapshot: Path, source: Path | None, name: str, sha256: str,

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute
 import tokenizers
 import transformers
 from datasets import Dataset, Features, List, Value
@@ -65,6 +66,8 @@ MAX_LISTED_ROWS = 1000
 """Bad rows kept with their line and reason (the first ones); beyond that only their count."""
 FEATURES = Features({"input_ids": List(Value("int32")), "labels": List(Value("int64"))})
 """The column types ``Dataset.from_list`` gives the same features, so cached and fresh data concatenate."""
+COUNT_BATCH_ROWS = 10_000
+"""Rows per Arrow batch when :func:`token_count` sums a dataset's tokens."""
 
 
 @dataclass
@@ -269,3 +272,12 @@ def _log_pass(data_file: Path, found: FilePass, hit: bool, seconds: float) -> No
             "%s: %d conversations train one sequence per reply: the chat template renders earlier turns "
             "differently as a conversation goes on (docs/models.md)", data_file.name, stats.per_turn_conversations,
         )
+
+
+def token_count(dataset: Dataset) -> int:
+    """The input tokens of ``dataset``, summed from its Arrow column a batch at a time: the column is
+    never turned into Python lists, which for a large file take more memory than the file."""
+    total = 0
+    for batch in dataset.with_format("arrow").iter(batch_size=COUNT_BATCH_ROWS):
+        total += pyarrow.compute.sum(pyarrow.compute.list_value_length(batch["input_ids"])).as_py() or 0
+    return total

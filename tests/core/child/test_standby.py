@@ -4,12 +4,15 @@ standby that dies is replaced (then backed off), and the config or a changed env
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from core.base.locking import lock_for_child, lock_holder
 from core.child import standby as standby_module
@@ -17,7 +20,7 @@ from core.child.launcher import launch_standby
 from core.child.protocol import READY, receive_file, send_file
 from core.child.standby import MAX_BACKOFF_SECONDS, Standby
 from core.child.warmup import warm_up
-from tests.reliability.harness import alive, wait_until
+from tests.reliability.harness import alive, make_base_dir, wait_until
 from trainer.config import TrainConfig
 
 
@@ -56,9 +59,33 @@ def test_the_warm_up_trains_a_step_without_touching_the_random_generators_or_the
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    warm_up()
+    assert warm_up() == "a tiny Llama on cpu"
     assert torch.equal(torch.get_rng_state(), before)
     assert list(tmp_path.iterdir()) == []
+
+
+def _files(root: Path) -> dict[str, float]:
+    return {str(path): path.stat().st_mtime for path in root.rglob("*")}
+
+
+def test_the_warm_up_takes_the_configured_models_shapes_and_falls_back_without_one(tmp_path, tiny_tokenizer,
+                                                                                   tiny_config):
+    model_dir = tmp_path / "qwen"
+    Qwen2ForCausalLM(Qwen2Config(
+        vocab_size=len(tiny_tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    )).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    layout = make_base_dir(tmp_path / "base", {**tiny_config, "base_model": str(model_dir)})
+    files = _files(tmp_path)
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    what = warm_up(layout.root)
+    assert what == f"one qwen2 layer (hidden 48, vocabulary {len(tiny_tokenizer)}, fp32, sdpa_packed, lora) on cpu"
+    assert torch.equal(torch.get_rng_state(), before)
+    assert _files(tmp_path) == files
+    shutil.rmtree(model_dir)  # a base model not there yet (a hub id not downloaded): the code paths still warm
+    assert warm_up(layout.root) == "a tiny Llama on cpu"
 
 
 def test_a_real_standby_warms_up_says_so_and_exits_when_the_daemon_closes_its_socket(tmp_path):

@@ -3,56 +3,28 @@
 from __future__ import annotations
 
 import random
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from profiles import get_profile
-from tests.conftest import chat_rows, write_jsonl
+from tests.conftest import chat_rows, peak_bytes, text_file, write_jsonl
 from trainer.config import TrainConfig
-from trainer.data.dataset import MAX_LISTED_ROWS, build_train_data
+from trainer.data.dataset import MAX_LISTED_ROWS, build_train_data, token_count
 from trainer.data.tokenization import TokenizeStats
 from trainer.data.validation import validate_file
-
-WORDS = ["paris", "fox", "dog", "morning", "help", "capital", "answer", "quick", "river", "stone"]
-
-
-def _text_file(path: Path, rows: int) -> Path:
-    """``rows`` pretraining rows, every 100th bad, each line over 1 KiB.
-
-    Text rows are cheap to tokenize, so the test measures what is held, not speed. The unused
-    ``note`` key makes even the smaller file larger than the 1 MiB block files are hashed in, so
-    that block is the same in both measurements.
-    """
-    rng = random.Random(rows)
-    note = "n" * 1100
-    with path.open("w", encoding="utf-8") as handle:
-        for i in range(rows):
-            words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40)))
-            handle.write('{"text": 7}\n' if i % 100 == 99 else f'{{"text": "{words}", "note": "{note}"}}\n')
-    return path
-
-
-def _peak_bytes(work) -> int:
-    tracemalloc.start()
-    try:
-        work()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def test_validation_memory_does_not_grow_with_the_rows(tmp_path, tiny_tokenizer):
     config, profile = TrainConfig(), get_profile("default")
-    small, large = _text_file(tmp_path / "small.jsonl", 1_000), _text_file(tmp_path / "large.jsonl", 10_000)
+    small, large = text_file(tmp_path / "small.jsonl", 1_000), text_file(tmp_path / "large.jsonl", 10_000)
     reports = {}
 
     def validate(path: Path):
         return lambda: reports.__setitem__(path.name, validate_file(path, config, tiny_tokenizer, profile))
 
-    small_peak, large_peak = _peak_bytes(validate(small)), _peak_bytes(validate(large))
+    small_peak, large_peak = peak_bytes(validate(small)), peak_bytes(validate(large))
 
     assert (reports["large.jsonl"].good_rows, reports["large.jsonl"].bad_rows) == (9_900, 100)
     assert large_peak < 1.5 * small_peak, (small_peak, large_peak)  # holding the rows would be about 10x
@@ -60,18 +32,28 @@ def test_validation_memory_does_not_grow_with_the_rows(tmp_path, tiny_tokenizer)
 
 def test_building_the_dataset_streams_into_a_memory_mapped_file(tmp_path, tiny_tokenizer):
     config, profile = TrainConfig(), get_profile("default")
-    small, large = _text_file(tmp_path / "small.jsonl", 1_000), _text_file(tmp_path / "large.jsonl", 10_000)
+    small, large = text_file(tmp_path / "small.jsonl", 1_000), text_file(tmp_path / "large.jsonl", 10_000)
     built = {}
 
     def build(path: Path):
         return lambda: built.__setitem__(path.name, build_train_data(path, tiny_tokenizer, profile, config,
                                                                      tmp_path / "cache"))
 
-    small_peak, large_peak = _peak_bytes(build(small)), _peak_bytes(build(large))
+    small_peak, large_peak = peak_bytes(build(small)), peak_bytes(build(large))
 
     data = built["large.jsonl"]
     assert len(data.dataset) == 9_900 and data.dataset.cache_files  # read from the Arrow file, not memory
     assert large_peak < 1.5 * small_peak, (small_peak, large_peak)
+
+
+def test_tokens_are_counted_from_the_arrow_column(tmp_path, tiny_tokenizer):
+    config, profile = TrainConfig(), get_profile("default")
+    dataset = build_train_data(text_file(tmp_path / "rows.jsonl", 3_000), tiny_tokenizer, profile, config,
+                               tmp_path / "cache").dataset
+    every_third = dataset.select(range(0, len(dataset), 3))  # a selection reads through an index mapping
+
+    for counted in (dataset, every_third, dataset.select([])):
+        assert token_count(counted) == sum(len(row["input_ids"]) for row in counted)
 
 
 class CountingTokenizer:
