@@ -137,6 +137,10 @@ def _configured_layer(base_dir: Path, device: torch.device) -> tuple[torch.nn.Mo
     if config.adapter:
         model = get_peft_model(model, build_lora_config(config))
         fold_lora(model)  # folds only with lora.dropout 0, as training does (trainer/model/lora_fold.py)
+    else:  # full fine-tuning: the layer trains, but no optimizer state for a vocabulary of 100k+ rows
+        for embedding in (model.get_input_embeddings(), model.get_output_embeddings()):
+            if embedding is not None:
+                embedding.requires_grad_(False)
     what = (f"one {model_config.model_type} layer (hidden {model_config.hidden_size}, vocabulary "
             f"{model_config.vocab_size}, {precision}, {attention}, {config.method})")
     return model, precision, what
