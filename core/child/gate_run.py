@@ -10,11 +10,13 @@ only on rows it was never measured on (the new file's held-out rows, a new golde
 cached under ``cache/eval/``, so a retried or resumed file, and the files after a rejected one,
 measure nothing before training.
 
-A set larger than ``gate.round_rows`` is measured in rounds until its verdict is clear
-(``core.child.gate_rounds``). On a LoRA run the adapter is kept aside before training
-(``trainer.kept_weights``), so the current model's missing numbers, the held-out rows' included, are
-measured after training and only as far as the rounds go; without it (full fine-tuning, several
-processes) every "before" number is measured before training as above.
+On a LoRA run the adapter is kept aside before training (``trainer.kept_weights``) and nothing is
+measured before ``train()``, so the file's first step does not wait for the gate: the current
+model's missing numbers are measured after training, with the kept adapter put back for the
+moment. A set larger than ``gate.round_rows`` is measured in rounds until its verdict is clear
+(``core.child.gate_rounds``), its "before" numbers only as far as the rounds go. Without a kept
+adapter (full fine-tuning, several processes) every "before" number is measured before training as
+above.
 
 Before training it also draws the replay rows (``core.memory``) for the file; after training it
 writes the file's held-out rows, with their provenance, into the model folder
@@ -111,9 +113,8 @@ class GateRun:
     def measure_before(self, job: UltimateTrainer) -> None:
         """Build the sets and measure the model as loaded (the current model); call before ``train()``.
         Rows with a stored number for this model (see module doc) are not measured again, and a LoRA
-        run keeps its adapter aside (``trainer.kept_weights``) instead of measuring the sets
-        that are measured in rounds: their rows are measured on it after training, only as far as
-        the rounds go (``core.child.gate_rounds``)."""
+        run keeps its adapter aside (``trainer.kept_weights``) instead of measuring anything: its
+        missing rows are measured on that adapter after training (:meth:`measure_after`)."""
         if not (self.config.gate.enabled and self.measure):
             return
         started = time.perf_counter()
@@ -125,19 +126,25 @@ class GateRun:
             self.known.load(Path(self.model_source) / ROW_LOSSES_FILENAME)
         self.fresh = RowLosses(precision, attention).load(self.cache)
         self.known.rows.update(self.fresh.rows)
-        if any(map(self._larger_than_a_round, self.sets)) and can_keep(job.model, self.config.adapter):
+        if self.sets and can_keep(job.model, self.config.adapter):
             self.kept = KeptWeights(job.model)
-        for evaluated in self.sets:
-            if self.kept is not None and self._in_rounds(evaluated):
-                continue
+        else:
+            for evaluated in self.sets:
+                self._measure_whole_before(job, evaluated)
+        self._save_fresh()
+        logger.info("%s: the current model measured on %d of %d evaluation rows before training (%s)",
+                    self.data_file.name, self.measured_before, sum(s.rows for s in self.sets),
+                    "the rest on its adapter, kept aside, after training" if self.kept is not None else
+                    "the rest were known")
+        self.seconds += time.perf_counter() - started
+
+    def _measure_whole_before(self, job: UltimateTrainer, evaluated: EvalSet) -> SetLoss:
+        """The current model's numbers of every row of ``evaluated`` (measured where not known)."""
+        if evaluated.name not in self.before:
             keys = [row_key(f) for f in evaluated.features]
             seconds = self._measure_before_rows(job, evaluated, keys, range(len(keys)))
             self.before[evaluated.name] = SetLoss.from_rows(self.known.get(keys), seconds)
-        self._save_fresh()
-        logger.info("%s: the current model measured on %d of %d evaluation rows (the rest were known%s)",
-                    self.data_file.name, self.measured_before, sum(s.rows for s in self.sets),
-                    ", or are measured in rounds after training" if self.kept is not None else "")
-        self.seconds += time.perf_counter() - started
+        return self.before[evaluated.name]
 
     def _in_rounds(self, evaluated: EvalSet) -> bool:
         """Whether ``evaluated`` is measured in rounds: a golden or memory set larger than a round, or
@@ -242,9 +249,11 @@ class GateRun:
 
     def _measure_whole(self, job: UltimateTrainer, evaluated: EvalSet,
                        trained: SetLoss | None) -> tuple[SetLoss, SetLoss, range, float]:
-        """A set whose every row was measured before training: the candidate on every row too."""
+        """A set measured on every row: the current model (now, on the kept adapter, unless before
+        training) and the candidate."""
+        before = self._measure_whole_before(job, evaluated)
         after = job.measure(evaluated.features) if trained is None else dataclasses.replace(trained, seconds=0.0)
-        return self.before[evaluated.name], after, range(evaluated.rows), math.nan
+        return before, after, range(evaluated.rows), math.nan
 
     def _measure_rounds(self, job: UltimateTrainer, evaluated: EvalSet,
                         trained: SetLoss | None) -> tuple[SetLoss, SetLoss, list[int], float]:
@@ -283,8 +292,7 @@ class GateRun:
             if example["_line"] in skipped:
                 continue
             if kept in wanted:
-                rows.append(Row(self.data_file.name, self.sha256, example["_line"],
-                                {k: v for k, v in example.items() if k != "_line"}))
+                rows.append(Row.from_example(self.data_file.name, self.sha256, example))
             kept += 1
         if kept != job.file_examples:
             logger.warning("%s: %d examples read but %d trained; its held-out rows are not remembered",

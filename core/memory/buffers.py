@@ -51,6 +51,11 @@ class Row:
     def from_dict(cls, data: dict) -> "Row":
         return cls(str(data["file"]), str(data["sha256"]), int(data["line"]), dict(data["example"]))
 
+    @classmethod
+    def from_example(cls, file: str, sha256: str, example: dict) -> Row:
+        """The row of a parsed example (``trainer.data.formats.RowStream``), its line taken out of it."""
+        return cls(file, sha256, example["_line"], {k: v for k, v in example.items() if k != "_line"})
+
 
 def read_rows(path: Path) -> list[Row]:
     """The rows of a :data:`HELDOUT_ROWS_FILENAME` file; none when it is missing (older snapshots)."""

@@ -29,7 +29,7 @@ def training_rows(source: Path, name: str, sha256: str, heldout: list[Row], conf
         logger.warning("%s: its rows are not offered to the replay buffer: %s", name, exc)
         return iter(())
     held = {row.line for row in heldout}
-    return (Row(name, sha256, item["_line"], {k: v for k, v in item.items() if k != "_line"})
+    return (Row.from_example(name, sha256, item)
             for item in stream if not isinstance(item, RowError) and item["_line"] not in held)
 
 

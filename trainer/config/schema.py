@@ -220,7 +220,8 @@ class DaemonSettings(StrictModel):
     warm_child: bool = True
     """Keep the next training child started ahead: it imports and warms up while the daemon waits,
     so a file's training starts seconds sooner. A fresh one per file; it holds about 0.5 GB of RAM
-    while it waits. Off: each file starts a new process. Training under torchrun always starts anew."""
+    while it waits, and its CUDA context on a GPU. Off: each file starts a new process. Training
+    under torchrun always starts anew."""
 
 
 class TrainConfig(StrictModel):

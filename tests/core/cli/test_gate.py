@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from core.cli import main
 from core.memory.buffers import HELDOUT_ROWS_FILENAME
 from core.memory.row_losses import ROW_LOSSES_FILENAME
@@ -89,14 +91,17 @@ def test_good_file_promoted_garbage_rejected_then_forced_and_a_bad_golden_set_le
     assert "golden.jsonl" in capsys.readouterr().out
 
 
-def test_sets_measured_in_rounds_measure_the_current_model_on_its_kept_adapter(tiny_config, tmp_path, capsys):
+@pytest.mark.parametrize("round_rows", [2, 0], ids=["in rounds", "whole sets"])
+def test_a_lora_run_measures_the_current_model_after_training_on_its_kept_adapter(tiny_config, tmp_path, capsys,
+                                                                                   round_rows):
     """A golden set added after the current model was made, and a new file's held-out rows, have no
-    "before" numbers: a LoRA run measures them after training, round by round, on the adapter it
-    kept aside. They must be the current model's own losses (not the candidate's), as ``trainctl
-    eval`` measures them."""
+    "before" numbers: a LoRA run measures nothing before training (its first step waits for no
+    measuring) but measures them after training, on the adapter it kept aside, round by round or
+    whole. They must be the current model's own losses (not the candidate's), as ``trainctl eval``
+    measures them."""
     root = tmp_path / "base"
     layout = init_base_dir(root)
-    gate = {"max_regression": 10.0, "min_answer_dependence": 0.0, "round_rows": 2, "decisive_z": 100.0}
+    gate = {"max_regression": 10.0, "min_answer_dependence": 0.0, "round_rows": round_rows, "decisive_z": 100.0}
     layout.config_file.write_text(json.dumps({**tiny_config, "gate": gate}), encoding="utf-8")
     write_jsonl(layout.inbox / "first.jsonl", chat_rows(40, seed=1))
     assert main(["daemon", "--once", "--base-dir", str(root)]) == 0
@@ -111,6 +116,8 @@ def test_sets_measured_in_rounds_measure_the_current_model_on_its_kept_adapter(t
     assert {name: (row["rows_measured"], row["rows"], row["z"]) for name, row in table.items()} == {
         "heldout": (4, 4, None), "eval/golden.jsonl": (10, 10, None), "memory": (4, 4, None)}  # no round decided
     assert evaluation["before_rows_measured"] == 4 + 10  # the new held-out rows, the golden rows
+    logs = "".join(path.read_text() for path in layout.runs.glob("*/train.log"))
+    assert "second.jsonl: the current model measured on 0 of 18 evaluation rows before training" in logs
     stored = json.loads((second.path / ROW_LOSSES_FILENAME).read_text())["rows"]
     assert len(stored) == 4 + 10 + 4  # the candidate's numbers of every row measured: the next file's "before"
 
