@@ -17,7 +17,7 @@ from trainer.config import TrainConfig
 from trainer.data.token_budget import GroupCollator
 from trainer.data.tokenization import IGNORE_INDEX
 from trainer.distributed import distributed_training_arguments
-from trainer.model.hardware import select_liger, select_torch_compile
+from trainer.model.hardware import autocast_dtype, select_liger, select_torch_compile
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def build_quantization_config(config: TrainConfig, precision: str) -> BitsAndByt
     precision, as in Dettmers et al. 2023); None for every other method."""
     if config.method != "qlora":
         return None
-    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    compute = autocast_dtype(precision) or torch.float32
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
     )

@@ -29,7 +29,7 @@ from torch import nn
 
 from trainer.builders import build_collator
 from trainer.config import TrainConfig
-from trainer.model.hardware import select_attention, select_precision
+from trainer.model.hardware import autocast_dtype, select_attention, select_precision
 from trainer.model.label_logits import (
     IGNORE_INDEX,
     keep_labelled_positions,
@@ -122,7 +122,7 @@ def measure_loss(
     """
     started = time.perf_counter()
     device = next(model.parameters()).device
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = autocast_dtype(precision)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
     use_kept = takes_logits_to_keep(model)
     sharing = share_prefixes and shares_prefixes(model, collator)

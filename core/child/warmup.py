@@ -34,7 +34,7 @@ from core.state.layout import BaseDir
 from trainer.builders import build_lora_config
 from trainer.config import load_config
 from trainer.model.attention import SDPA_PACKED, register_packed_sdpa, transformers_name
-from trainer.model.hardware import select_attention, select_precision
+from trainer.model.hardware import autocast_dtype, select_attention, select_precision
 from trainer.model.loading import load_model_config, weights_dtype
 from trainer.model.lora_fold import fold_lora
 
@@ -161,7 +161,7 @@ def _tiny_llama(device: torch.device) -> tuple[torch.nn.Module, str, str]:
 
 def _train_one_step(model: torch.nn.Module, precision: str, device: torch.device) -> None:
     """Forward, backward and a fused AdamW step on one padding-free row of two examples."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = autocast_dtype(precision)
     model.train()
     half = WARM_UP_TOKENS // 2
     generator = torch.Generator().manual_seed(0)

@@ -49,6 +49,11 @@ def select_precision(setting: str) -> Choice:
     return Choice("fp32", "no fast bf16 on this device")
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved ``fp_precision`` (``bf16``/``fp16``); None for fp32."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
 PACKED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3"})
 """Model types whose attention ``sdpa_packed`` implements (window, soft-capping, scale), each one checked
 against the model's own attention by ``tests/trainer/model/test_families.py``."""
