@@ -65,7 +65,7 @@ def one_job(rows: list[str], steps: int) -> dict:
         started = time.perf_counter()
         job = start_job(run, config, text, data, base_dir=layout.root, model_source=source,
                         output_dir=layout.root / "checkpoints", label="bench", extra_callbacks=[timer],
-                        tensorboard_server=False, replay=gate.replay_examples)
+                        tensorboard_server=False, replay=gate.draw_replay)
         set_up = time.perf_counter()
         gate.measure_before(job)
         measured = time.perf_counter()

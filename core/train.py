@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from trainer.callbacks import GradNormHandoff
 from trainer.config import TrainConfig, config_to_dict
 from trainer.data.dataset import CACHE_DIRNAME, build_train_data, token_count
 from trainer.data.eval_sets import tokenize_set
-from trainer.data.token_budget import group_by_token_budget
+from trainer.data.token_budget import TokenBudgetSteps
 from trainer.evaluation import (
     OomTolerantTrainer,
     build_early_stopping,
@@ -41,6 +41,9 @@ from trainer.schedule import FirstStepLearnsMixin
 from trainer.set_losses import SetLoss, eval_collator, measure_loss
 
 logger = logging.getLogger(__name__)
+
+Replay = Sequence[dict] | Callable[[int], Sequence[dict]]
+"""Replay examples, or a function of the file's training rows that draws them."""
 
 TRAINING_INFO_FILENAME = "trainctl_training.json"
 
@@ -99,7 +102,9 @@ class UltimateTrainer:
         output_dir: where ``Trainer`` writes its step checkpoints.
         callbacks: extra ``TrainerCallback`` objects (status reporting, checkpoint bookkeeping).
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (see ``trainer.model.devices``).
-        replay: examples of earlier files mixed into the training rows (never into the eval set).
+        replay: examples of earlier files mixed into the training rows (never into the eval set), or
+            a function of the number of training rows that returns them, called once the file's
+            dataset is built (so the file is not read again to count its rows).
     """
 
     def __init__(
@@ -112,7 +117,7 @@ class UltimateTrainer:
         output_dir: Path,
         callbacks: Sequence[TrainerCallback] = (),
         device: str = "auto",
-        replay: Sequence[dict] = (),
+        replay: Replay = (),
     ):
         self.config = config
         self.train_file = Path(train_file)
@@ -121,7 +126,7 @@ class UltimateTrainer:
         self.output_dir = Path(output_dir)
         self.callbacks = list(callbacks)
         self.device = device
-        self.replay = list(replay)
+        self.replay = replay if callable(replay) else list(replay)
         self.heldout_loss: SetLoss | None = None
         self.profile = get_profile(config.profile)
         self.losses = LossRecorder()
@@ -146,7 +151,8 @@ class UltimateTrainer:
         self.train_dataset, self.eval_dataset = build_eval_split(
             self.config, self.base_dir, dataset, self.tokenizer, self.profile
         )
-        replayed = tokenize_set("replay", "replay", self.replay, self.tokenizer, self.profile, self.config)
+        replay = self.replay(len(self.train_dataset)) if callable(self.replay) else self.replay
+        replayed = tokenize_set("replay", "replay", replay, self.tokenizer, self.profile, self.config)
         if replayed.features:
             self.train_dataset = concatenate_datasets([self.train_dataset, Dataset.from_list(replayed.features)])
             logger.info("%s: %d replay rows mixed into %d training rows", self.train_file.name,
@@ -168,7 +174,7 @@ class UltimateTrainer:
                 **monitoring_arguments(self.config, has_eval), **device_arguments(self.device),
             ),
             train_dataset=(
-                group_by_token_budget(self.train_dataset, hp.max_tokens_per_batch)
+                TokenBudgetSteps(self.train_dataset, hp.max_tokens_per_batch)
                 if hp.max_tokens_per_batch else self.train_dataset
             ),
             eval_dataset=self.eval_dataset,

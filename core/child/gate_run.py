@@ -79,8 +79,7 @@ class GateRun:
         self.measure = measure
         self.sha256 = sha256_file(self.data_file)
         self.profile = get_profile(config.profile)
-        self.good_rows = sum(1 for _ in self._examples())  # counted without holding them
-        self.replay_rows = self._draw_replay()
+        self.replay_rows: list[Row] = []
         self.sets: list[EvalSet] = []
         self.problems: list[dict] = []
         self.before: dict[str, SetLoss | None] = {}
@@ -94,21 +93,16 @@ class GateRun:
         self.saved_before = 0
         self.seconds = 0.0
 
-    @property
-    def replay_examples(self) -> list[dict]:
-        """The replay rows' examples, for ``start_job(replay=...)``."""
-        return [row.example for row in self.replay_rows]
-
-    def _draw_replay(self) -> list[Row]:
+    def draw_replay(self, training_rows: int) -> list[dict]:
+        """Replay examples for a file of ``training_rows`` training rows (``start_job(replay=...)``
+        calls this once the file's dataset is built, so the file is not read again to count them)."""
         ratio = self.config.replay.ratio
-        if ratio <= 0:
-            return []
-        training_rows = self.good_rows - len(heldout_indices(self.good_rows, self.config))
-        count = round(ratio * training_rows)
-        rows = ReplayBuffer(self.layout.memory).draw(count, self.sha256, self.config.replay.seed) if count else []
-        logger.info("%s: %d replay rows drawn (ratio %g of %d training rows)", self.data_file.name, len(rows),
-                    ratio, training_rows)
-        return rows
+        count = round(ratio * training_rows) if ratio > 0 else 0
+        if count:
+            self.replay_rows = ReplayBuffer(self.layout.memory).draw(count, self.sha256, self.config.replay.seed)
+            logger.info("%s: %d replay rows drawn (ratio %g of %d training rows)", self.data_file.name,
+                        len(self.replay_rows), ratio, training_rows)
+        return [row.example for row in self.replay_rows]
 
     def measure_before(self, job: UltimateTrainer) -> None:
         """Build the sets and measure the model as loaded (the current model); call before ``train()``.

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, stop: StopFlag) -> int:
         trainer = start_job(
             run, config, config_text, args.file, base_dir=layout.root, model_source=model_source,
             output_dir=output / CHECKPOINTS_DIRNAME, label=args.file.name, resume=resume,
-            extra_callbacks=[progress], tensorboard_server=False, replay=gate.replay_examples,
+            extra_callbacks=[progress], tensorboard_server=False, replay=gate.draw_replay,
         )
         gate.measure_before(trainer)  # the model as loaded is the current model, also on a resume
         if main_process:

@@ -20,7 +20,7 @@ from core.runs.follower import FollowerRun
 from core.runs.run import Run, RunStatus, data_file_record, read_run, run_results, start_run
 from core.runs.tensorboard import ensure_tensorboard
 from core.state.layout import BaseDir
-from core.train import TrainResult, UltimateTrainer
+from core.train import Replay, TrainResult, UltimateTrainer
 from trainer.callbacks import build_run_callbacks
 from trainer.checkpoints.resume import ResumeError, check_resume_compatible
 from trainer.config import TrainConfig, config_to_dict
@@ -45,7 +45,7 @@ def start_job(
     device: str = "auto",
     extra_callbacks: Sequence[TrainerCallback] = (),
     tensorboard_server: bool = True,
-    replay: Sequence[dict] = (),
+    replay: Replay = (),
 ) -> UltimateTrainer:
     """Build and set up the ``UltimateTrainer`` of ``run``: callbacks, model, data, resume check.
 
@@ -62,7 +62,8 @@ def start_job(
         extra_callbacks: more callbacks, after the run's own (a checkpoint is complete before they see it).
         tensorboard_server: start (or reuse) this process's TensorBoard server and record its URL;
             the daemon runs its own server, so its child passes False.
-        replay: examples of earlier files to mix into the training rows (``core.memory``).
+        replay: examples of earlier files to mix into the training rows (``core.memory``), or a
+            function of the number of training rows that draws them (``UltimateTrainer``).
 
     Raises:
         UserError: the resume checkpoint cannot continue under this config or model.

@@ -13,8 +13,8 @@ A pipeline config (``configs/pipeline.json``) lists phase configs run in order::
     {"phases": ["configs/pretrain.json", "configs/sft.json"]}
 
 Paths are relative to the base dir. ``weight`` says how often each row of a file is used: 2 uses
-every row twice, 0.5 a seeded half of them. The mixed rows are written to one JSONL file in the run
-folder, which ``UltimateTrainer`` then trains on.
+every row twice, 0.5 a seeded half of them. The mixed rows are streamed into one JSONL file in the
+run folder, which ``UltimateTrainer`` then trains on.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.base.atomic import atomic_write_text
+from core.base.atomic import atomic_writer
 from core.base.errors import UserError
 from trainer.config import ConfigError, TrainConfig
 from trainer.config.loader import read_json_file, validate_model
-from trainer.data.formats import read_examples
+from trainer.data.formats import RowError, RowStream
 
 logger = logging.getLogger(__name__)
 
@@ -139,15 +139,49 @@ def check_data_files(phases: list[LoadedPhase], base_dir: Path) -> None:
         )
 
 
-def _weighted(rows: list[dict], weight: float, rng: random.Random) -> list[dict]:
-    """Every row ``floor(weight)`` times, plus a seeded sample for the fraction."""
+def _good_rows(path: Path) -> Iterator[dict]:
+    """The normalized good rows of ``path``, one at a time (bad rows are skipped, as training skips them)."""
+    for item in RowStream(path):
+        if not isinstance(item, RowError):
+            yield {k: v for k, v in item.items() if k != "_line"}
+
+
+def _count_rows(path: Path, source: DataSource, phase: Phase) -> int:
+    """The good rows of ``source``, checked to be the phase's kind.
+
+    Raises:
+        UserError: no usable row, or rows of the other phase's kind.
+    """
+    stream = RowStream(path)
+    count = sum(not isinstance(item, RowError) for item in stream)
+    if stream.format is None or not count:
+        raise UserError(f"{source.path}: no usable row; expected {EXPECTED_ROWS[phase]}")
+    if (stream.format == "text") != (phase == "pretrain"):
+        raise UserError(f"{source.path}: {stream.format} rows in a {phase} phase; expected {EXPECTED_ROWS[phase]}")
+    return count
+
+
+def _weighted(path: Path, count: int, weight: float, rng: random.Random) -> Iterator[dict]:
+    """Every row of ``path`` ``floor(weight)`` times, then a seeded sample for the fraction, in file order.
+
+    The sample is drawn while reading (selection sampling: each row is taken with probability
+    ``still needed / still unread``), so exactly ``round(count * fraction)`` rows come out and
+    nothing but two counters is held.
+    """
     whole, fraction = int(weight), weight - int(weight)
-    extra = rng.sample(rows, math.floor(len(rows) * fraction + 0.5)) if fraction else []
-    return rows * whole + extra
+    for _ in range(whole):
+        yield from _good_rows(path)
+    needed = math.floor(count * fraction + 0.5)
+    for unread, row in zip(range(count, 0, -1), _good_rows(path) if needed else ()):
+        if rng.random() * unread < needed:
+            needed -= 1
+            yield row
 
 
 def mix_data(loaded: LoadedPhase, base_dir: Path, out_file: Path) -> tuple[Path, int]:
-    """Read each data file, apply its weight, write the normalized rows to ``out_file``.
+    """Stream each data file's rows, weighted, into ``out_file`` (written atomically).
+
+    Memory does not grow with the files: rows are read, weighted and written one at a time.
 
     Returns:
         ``out_file`` and the number of rows written.
@@ -157,15 +191,13 @@ def mix_data(loaded: LoadedPhase, base_dir: Path, out_file: Path) -> tuple[Path,
     """
     phase = loaded.config.phase
     rng = random.Random(loaded.config.training.hyperparams.seed)
-    mixed: list[dict] = []
-    for source in loaded.config.data:
-        parsed = read_examples(_resolve(base_dir, source.path))
-        if parsed.format is None:
-            raise UserError(f"{source.path}: no usable row; expected {EXPECTED_ROWS[phase]}")
-        if (parsed.format == "text") != (phase == "pretrain"):
-            raise UserError(f"{source.path}: {parsed.format} rows in a {phase} phase; expected {EXPECTED_ROWS[phase]}")
-        rows = [{k: v for k, v in example.items() if k != "_line"} for example in parsed.examples]
-        mixed += _weighted(rows, source.weight, rng)
-        logger.info("%s: %d rows x weight %g", source.path, len(rows), source.weight)
-    atomic_write_text(out_file, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in mixed))
-    return out_file, len(mixed)
+    written = 0
+    with atomic_writer(out_file) as handle:
+        for source in loaded.config.data:
+            path = _resolve(base_dir, source.path)
+            count = _count_rows(path, source, phase)
+            for row in _weighted(path, count, source.weight, rng):
+                handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+                written += 1
+            logger.info("%s: %d rows x weight %g", source.path, count, source.weight)
+    return out_file, written

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from trainer.config.distributed import DistributedSettings
 from trainer.config.gate import GateSettings
@@ -147,6 +147,12 @@ class DataSettings(StrictModel):
     cache_tokenized: bool = True
     """Keep tokenized files under ``cache/tokenized/`` in the base dir, keyed by the SHA-256 of the
     file, tokenizer, profile and tokenization settings, so a file trained again is not re-tokenized."""
+
+    tokenize_workers: Literal["auto"] | PositiveInt = "auto"
+    """Processes that validate and tokenize a large file, each a part of it, to the same features as
+    one: ``auto`` uses the CPU cores this process may run on, at most 8; ``1`` tokenizes in the
+    daemon's (or command's) own process. A file gets one worker per 10,000 lines at most, so small
+    files never start any."""
 
 
 class EvalSettings(StrictModel):

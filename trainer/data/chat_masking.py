@@ -24,6 +24,7 @@ Two methods find the replies, chosen per conversation:
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -97,11 +98,26 @@ def _reply_end(text: str, marker: str, start: int) -> int:
 
 def _label(tokenizer: Any, text: str, spans: list[tuple[int, int]], method: str) -> Piece:
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    labels = [  # a token that reaches into a reply is part of it (Mistral's " Hello" after "[/INST]")
-        token if any(start < hi and end > lo for lo, hi in spans) else IGNORE_INDEX
-        for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"])
-    ]
-    return Piece(list(encoded["input_ids"]), labels, method)
+    ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+    return Piece(ids, reply_labels(ids, offsets, spans), method)
+
+
+def reply_labels(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """Each token's id where it reaches into a reply span, else ``IGNORE_INDEX``: a token that
+    reaches into a reply is part of it (Mistral's " Hello" after "[/INST]").
+
+    Offsets in text order (both ends never decreasing, what tokenizers give) make the tokens of a
+    span one run, found by bisection; anything else is checked token by token.
+    """
+    starts, ends = [start for start, _ in offsets], [end for _, end in offsets]
+    if starts != sorted(starts) or ends != sorted(ends):
+        return [token if any(start < hi and end > lo for lo, hi in spans) else IGNORE_INDEX
+                for token, (start, end) in zip(ids, offsets)]
+    labels = [IGNORE_INDEX] * len(ids)
+    for lo, hi in spans:
+        first, stop = bisect.bisect_right(ends, lo), bisect.bisect_left(starts, hi)
+        labels[first:stop] = ids[first:stop]
+    return labels
 
 
 def _prefix_spans(tokenizer: Any, messages: list[dict[str, Any]], full: str, marker: str):
@@ -109,7 +125,7 @@ def _prefix_spans(tokenizer: Any, messages: list[dict[str, Any]], full: str, mar
     spans = []
     for i in _trained_turns(messages):
         before = render(tokenizer, messages[:i], generation_prompt=True) if i else ""
-        through = render(tokenizer, messages[: i + 1])
+        through = full if i + 1 == len(messages) else render(tokenizer, messages[: i + 1])
         if not (full.startswith(through) and through.startswith(before)) or marker not in through[len(before):]:
             return None
         spans.append((len(before), _reply_end(full, marker, len(before))))

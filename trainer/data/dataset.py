@@ -3,7 +3,7 @@
 Tokenizing chats is the slow part of data preparation (every assistant turn renders the template
 twice to find its span), and a file is often trained more than once: a retry after a failure, a
 resumed run, the same file dropped again with another config. The features therefore go to
-``<base dir>/cache/tokenized/<key>/`` (one ``datasets`` Arrow file, memory-mapped when trained on),
+``<base dir>/cache/tokenized/<key>/`` (``datasets`` Arrow shards, memory-mapped when trained on),
 where the key is the SHA-256 of everything that decides them:
 
 * the bytes of the data file;
@@ -15,14 +15,15 @@ where the key is the SHA-256 of everything that decides them:
   it uses, and the versions of ``transformers`` and ``tokenizers``, so that a code change or an
   upgrade never serves features the current code would not make.
 
-The file is read, tokenized and written in one streaming pass (:func:`tokenize_file`): one row at
-a time goes from the JSONL line to the Arrow file, and only counts, a histogram of lengths and the
-first :data:`MAX_LISTED_ROWS` bad rows are kept, so memory does not grow with the file. The
+The file is read, tokenized and written in one streaming pass (``trainer/data/file_pass.py``, in
+worker processes for a large file, one shard each): one row at a time goes from the JSONL line to
+an Arrow shard, and only counts, a histogram of lengths and the first :data:`MAX_LISTED_ROWS` bad
+rows are kept, so memory does not grow with the file. The
 daemon's validation makes that same pass into the same cache (``validate_file(cache_dir=...)``),
 so the training child of a validated file, and every retry or resume, loads the features instead
 of tokenizing again.
 
-A hit memory-maps the Arrow file instead of tokenizing. Entries are written to a temporary folder
+A hit memory-maps the Arrow shards instead of tokenizing. Entries are written to a temporary folder
 and renamed into place, so a crash never leaves a half entry; only the :data:`KEEP_ENTRIES` most
 recently used entries are kept. The folder can be deleted at any time.
 """
@@ -40,60 +41,34 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import pyarrow
 import pyarrow.compute
 import tokenizers
 import transformers
-from datasets import Dataset, Features, List, Value
-from datasets.arrow_writer import ArrowWriter
+from datasets import Dataset, concatenate_datasets
 
 import trainer.data.chat_masking
+import trainer.data.file_pass
 import trainer.data.formats
 import trainer.data.tokenization
 from profiles import Profile
 from trainer.config import TrainConfig
-from trainer.data.formats import DataFileError, RowError, RowStream
-from trainer.data.tokenization import ChatTemplateError, ExampleEncoder, TokenizeStats, fill_system_prompt
+from trainer.data.file_pass import FEATURES, MAX_LISTED_ROWS, SHARD_GLOB, FilePass, tokenize_file
+from trainer.data.formats import DataFileError
+from trainer.data.tokenization import TokenizeStats, fill_system_prompt
+
+__all__ = ["FEATURES", "MAX_LISTED_ROWS", "FilePass", "TrainData", "build_train_data", "cached_pass", "tokenize_file",
+           "token_count"]
 
 logger = logging.getLogger(__name__)
 
 CACHE_DIRNAME = "cache/tokenized"
 KEEP_ENTRIES = 16
 STATS_FILENAME = "trainctl_stats.json"
-FEATURES_FILENAME = "features.arrow"
-MAX_LISTED_ROWS = 1000
-"""Bad rows kept with their line and reason (the first ones); beyond that only their count."""
-FEATURES = Features({"input_ids": List(Value("int32")), "labels": List(Value("int64"))})
-"""The column types ``Dataset.from_list`` gives the same features, so cached and fresh data concatenate."""
 COUNT_BATCH_ROWS = 10_000
 """Rows per Arrow batch when :func:`token_count` sums a dataset's tokens."""
-
-
-@dataclass
-class FilePass:
-    """What one pass over a file found; its size does not grow with the number of rows."""
-
-    format: str | None
-    total_lines: int
-    """Non-blank lines."""
-    good_rows: int
-    bad_rows: int
-    errors: list[RowError]
-    """The first :data:`MAX_LISTED_ROWS` bad rows."""
-    stats: TokenizeStats
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready data for the cache entry (:meth:`from_dict` reads it back)."""
-        return {"format": self.format, "total_lines": self.total_lines, "good_rows": self.good_rows,
-                "bad_rows": self.bad_rows, "errors": [error.to_dict() for error in self.errors],
-                "stats": self.stats.to_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FilePass":
-        """The pass :meth:`to_dict` wrote."""
-        return cls(**{**data, "errors": [RowError(**error) for error in data["errors"]],
-                      "stats": TokenizeStats.from_dict(data["stats"])})
 
 
 @dataclass
@@ -113,7 +88,9 @@ def _tokenizer_fingerprint(tokenizer: Any) -> str:
     return json.dumps([vocab, tokenizer.chat_template, tokenizer.all_special_tokens, tokenizer.eos_token_id])
 
 
-TOKEN_SHAPING_MODULES = (trainer.data.formats, trainer.data.tokenization, trainer.data.chat_masking)
+TOKEN_SHAPING_MODULES = (
+    trainer.data.formats, trainer.data.tokenization, trainer.data.chat_masking, trainer.data.file_pass,
+)
 """The data modules whose code decides the features of a file (with this one, which writes them)."""
 
 
@@ -154,43 +131,6 @@ def cache_key(data_file: Path, tokenizer: Any, profile: Profile, config: TrainCo
     return digest.hexdigest()
 
 
-def tokenize_file(
-    data_file: Path, tokenizer: Any, profile: Profile, config: TrainConfig, arrow_path: Path | None
-) -> FilePass:
-    """Read and tokenize ``data_file`` one row at a time, writing the features to ``arrow_path``.
-
-    Args:
-        arrow_path: the Arrow file to write; None counts without keeping the features.
-
-    Raises:
-        DataFileError: the file is missing or not a regular file.
-        ChatTemplateError: the chat template fails on a row (the message names the file and line).
-    """
-    stream = RowStream(data_file, profile)
-    encoder = ExampleEncoder(tokenizer, profile, config.hyperparams.max_length, config.data.on_overlength)
-    found = FilePass(None, 0, 0, 0, [], encoder.stats)
-    writer = ArrowWriter(features=FEATURES, path=str(arrow_path)) if arrow_path is not None else None
-    try:
-        for item in stream:
-            if isinstance(item, RowError):
-                found.bad_rows += 1
-                found.errors += [item] if len(found.errors) < MAX_LISTED_ROWS else []
-                continue
-            found.good_rows += 1
-            for feature in encoder.encode(item):
-                if writer is not None:
-                    writer.write(feature)
-        if writer is not None:
-            writer.finalize()
-    except ChatTemplateError as exc:
-        raise ChatTemplateError(f"{data_file}: {exc}") from exc
-    finally:
-        if writer is not None:
-            writer.close()
-    found.format, found.total_lines = stream.format, stream.total_lines
-    return found
-
-
 def cached_pass(
     data_file: Path, tokenizer: Any, profile: Profile, config: TrainConfig, cache_dir: Path
 ) -> tuple[Path, FilePass, bool]:
@@ -206,7 +146,7 @@ def cached_pass(
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
     try:
-        found = tokenize_file(data_file, tokenizer, profile, config, staging / FEATURES_FILENAME)
+        found = tokenize_file(data_file, tokenizer, profile, config, staging)
         (staging / STATS_FILENAME).write_text(json.dumps(found.to_dict()))
         os.replace(staging, entry)
     except OSError:
@@ -242,17 +182,22 @@ def build_train_data(
     started = time.perf_counter()
     if cache_dir is not None:
         entry, found, hit = cached_pass(data_file, tokenizer, profile, config, cache_dir)
-        dataset = Dataset.from_file(str(entry / FEATURES_FILENAME)) if found.stats.examples else None
+        dataset = load_features(entry) if found.stats.examples else None
     else:
         with tempfile.TemporaryDirectory(prefix="trainctl-features-") as scratch:
-            features = Path(scratch) / FEATURES_FILENAME
-            found, hit = tokenize_file(data_file, tokenizer, profile, config, features), False
-            dataset = Dataset.from_file(str(features), in_memory=True)
+            found, hit = tokenize_file(data_file, tokenizer, profile, config, Path(scratch)), False
+            dataset = load_features(Path(scratch), in_memory=True) if found.stats.examples else None
     if not found.stats.examples:
         raise DataFileError(f"{data_file}: no usable example to train on")
     seconds = time.perf_counter() - started
     _log_pass(data_file, found, hit, seconds)
     return TrainData(dataset, found.stats, hit, seconds)
+
+
+def load_features(folder: Path, in_memory: bool = False) -> Dataset:
+    """The features of a pass, its shards in file order (memory-mapped unless ``in_memory``)."""
+    shards = [Dataset.from_file(str(shard), in_memory=in_memory) for shard in sorted(folder.glob(SHARD_GLOB))]
+    return shards[0] if len(shards) == 1 else concatenate_datasets(shards)
 
 
 def _log_pass(data_file: Path, found: FilePass, hit: bool, seconds: float) -> None:
@@ -274,10 +219,13 @@ def _log_pass(data_file: Path, found: FilePass, hit: bool, seconds: float) -> No
         )
 
 
-def token_count(dataset: Dataset) -> int:
-    """The input tokens of ``dataset``, summed from its Arrow column a batch at a time: the column is
-    never turned into Python lists, which for a large file take more memory than the file."""
-    total = 0
+def example_lengths(dataset: Dataset) -> Iterator[pyarrow.Array]:
+    """Each row's token count, read from the Arrow ``input_ids`` column a batch at a time: the column
+    is never turned into Python lists, which for a large file take more memory than the file."""
     for batch in dataset.with_format("arrow").iter(batch_size=COUNT_BATCH_ROWS):
-        total += pyarrow.compute.sum(pyarrow.compute.list_value_length(batch["input_ids"])).as_py() or 0
-    return total
+        yield pyarrow.compute.list_value_length(batch["input_ids"])
+
+
+def token_count(dataset: Dataset) -> int:
+    """The input tokens of ``dataset``."""
+    return sum(pyarrow.compute.sum(lengths).as_py() or 0 for lengths in example_lengths(dataset))

@@ -51,6 +51,9 @@ class RowError(ValueError):
     def to_dict(self) -> dict[str, Any]:
         return {"line": self.line, "reason": self.reason}
 
+    def __reduce__(self):  # pickled by the tokenizing workers (trainer/data/file_pass.py)
+        return RowError, (self.line, self.reason)
+
 
 @dataclass
 class ParsedFile:
@@ -177,42 +180,57 @@ def _decode_line(raw: bytes, number: int) -> dict[str, Any]:
     return row
 
 
-def _iter_lines(path: Path):
+def _iter_lines(path: Path, start: int, stop: int | None, first_line: int):
+    """``(line number, line, byte offset after it)`` of each non-blank line from byte ``start`` (a
+    line start) to byte ``stop`` (a line end, or the end of the file)."""
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise DataFileError(f"{path}: cannot open ({exc.strerror})") from None
     with handle:
-        for number, raw in enumerate(handle, start=1):
+        handle.seek(start)
+        offset = start
+        for number, raw in enumerate(handle, start=first_line):
+            if stop is not None and offset >= stop:
+                return
+            offset += len(raw)
             raw = raw.rstrip(b"\r\n")
             if raw.strip():
-                yield number, raw
+                yield number, raw, offset
 
 
 class RowStream:
     """The rows of one file, read one line at a time: each good row as an example, each bad one as a ``RowError``.
 
     Memory does not grow with the file: nothing but the line being parsed is held. After (or
-    during) iteration ``format`` is the file's format and ``total_lines`` the non-blank lines seen.
+    during) iteration ``format`` is the file's format and ``total_lines`` the non-blank lines seen;
+    ``offset`` is the byte after the last row read and ``next_line`` the number of the line after it.
 
     Args:
         path: the JSONL file.
         profile: if given, its ``validate_example`` problems are row errors too.
+        start, stop, first_line, format: read only bytes ``start`` to ``stop`` (cut at line ends),
+            numbering lines from ``first_line``, with ``format`` already set by a good row before
+            ``start``: a part of the file read as the whole file's reading would see it.
 
     Raises:
         DataFileError: the file is missing or not a regular file.
     """
 
-    def __init__(self, path: str | Path, profile: Profile | None = None):
+    def __init__(self, path: str | Path, profile: Profile | None = None, *, start: int = 0,
+                 stop: int | None = None, first_line: int = 1, format: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise DataFileError(f"{self.path}: not a regular file")
         self.profile = profile
-        self.format: str | None = None
+        self.start, self.stop, self.first_line = start, stop, first_line
+        self.format = format
         self.total_lines = 0
+        self.offset, self.next_line = start, first_line
 
     def __iter__(self) -> Iterator[Example | RowError]:
-        for number, raw in _iter_lines(self.path):
+        for number, raw, end in _iter_lines(self.path, self.start, self.stop, self.first_line):
+            self.offset, self.next_line = end, number + 1
             self.total_lines += 1
             try:
                 example = self._parse(raw, number)

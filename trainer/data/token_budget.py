@@ -8,46 +8,60 @@ step carry about the same number of tokens, so short examples fill the step.
 Neither transformers nor TRL offers this as something to reuse: transformers' samplers
 (``group_by_length``, ``batch_rebalance``) keep a fixed number of examples per step, and TRL's
 best-fit-decreasing packing lives in TRL (a benchmark-only dependency here) and reorders the data.
-So the grouping is done on the dataset: each row of the grouped dataset is one step's examples,
-the ``Trainer`` takes one row per step, and :class:`GroupCollator` unpacks the row for the usual
-collator (padding-free or padded). Data order is kept; the ``Trainer``'s sampler shuffles groups.
+So the grouping is done here: :class:`TokenBudgetSteps` is a dataset whose item ``i`` is step
+``i``'s examples, the ``Trainer`` takes one item per step, and :class:`GroupCollator` unpacks it for
+the usual collator (padding-free or padded). Data order is kept; the ``Trainer``'s sampler shuffles
+steps. Only where each step starts is kept in memory (8 bytes a step): the examples are read from
+the memory-mapped dataset when their step comes, so memory does not grow with the file.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from array import array
+from typing import Any, Callable, Iterable
 
+import numpy as np
+import torch.utils.data
 from datasets import Dataset
 
+from trainer.data.dataset import example_lengths
 
-def group_indices(lengths: list[int], budget: int) -> list[list[int]]:
-    """Consecutive runs of example indices whose lengths add up to at most ``budget``.
 
-    An example longer than the budget gets a group of its own (config validation makes
+def step_starts(lengths: Iterable[int], budget: int) -> np.ndarray:
+    """Where each step starts among consecutive examples whose lengths add up to at most ``budget``,
+    followed by the number of examples: step ``i`` is ``starts[i]:starts[i + 1]``.
+
+    An example longer than the budget gets a step of its own (config validation makes
     ``max_tokens_per_batch >= max_length``, so this only happens when called directly).
     """
-    groups: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for index, length in enumerate(lengths):
-        if current and used + length > budget:
-            groups.append(current)
-            current, used = [], 0
-        current.append(index)
+    starts = array("q", [0])
+    used = count = 0
+    for count, length in enumerate(lengths, 1):
+        if count > 1 and used + length > budget:
+            starts.append(count - 1)
+            used = 0
         used += length
-    if current:
-        groups.append(current)
-    return groups
+    if count:
+        starts.append(count)
+    return np.frombuffer(starts, dtype=np.int64)
 
 
-def group_by_token_budget(dataset: Dataset, budget: int) -> Dataset:
-    """A dataset whose row ``i`` holds the features of step ``i`` as lists of examples."""
-    lengths = [len(ids) for ids in dataset["input_ids"]]
-    columns = dataset.column_names
-    rows = dataset.to_dict()
-    return Dataset.from_dict(
-        {name: [[rows[name][i] for i in group] for group in group_indices(lengths, budget)] for name in columns}
-    )
+class TokenBudgetSteps(torch.utils.data.Dataset):
+    """Step ``i``'s examples of ``dataset`` as one item: a dict of columns, each a list of examples."""
+
+    def __init__(self, dataset: Dataset, budget: int):
+        self.dataset = dataset
+        self.starts = step_starts(
+            (int(length) for batch in example_lengths(dataset) for length in batch.to_numpy()), budget
+        )
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, index: int) -> dict[str, list[Any]]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.dataset[int(self.starts[index]):int(self.starts[index + 1])]
 
 
 class GroupCollator:

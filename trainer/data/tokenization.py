@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from jinja2 import TemplateError
@@ -64,6 +64,16 @@ class TokenizeStats:
             "p95": _nth(ordered, min(count - 1, int(count * 0.95))),
             "max": ordered[-1][0],
         }
+
+    def add(self, later: "TokenizeStats") -> None:
+        """Count in the statistics of the rows that follow these (a later part of the same file)."""
+        for name in (item.name for item in fields(self)):
+            mine, theirs = getattr(self, name), getattr(later, name)
+            if isinstance(mine, dict):  # the length histogram
+                for length, count in theirs.items():
+                    mine[length] = mine.get(length, 0) + count
+            else:  # counts add up, lists of rows follow each other
+                setattr(self, name, mine + theirs)
 
     def to_dict(self) -> dict[str, Any]:
         """The statistics as JSON-ready data (:meth:`from_dict` reads it back)."""
@@ -116,11 +126,12 @@ class ExampleEncoder:
         max_length: longest example kept, in tokens.
         on_overlength: ``truncate`` or ``drop`` examples longer than ``max_length``.
         today: date for ``{date}`` in the system prompt (default: today).
+        first_index: the position in its file of the first example given (a later part of a file).
     """
 
     def __init__(
         self, tokenizer: Any, profile: Profile, max_length: int, on_overlength: str = "truncate",
-        today: dt.date | None = None,
+        today: dt.date | None = None, first_index: int = 0,
     ):
         self.tokenizer, self.profile = tokenizer, profile
         self.max_length, self.on_overlength = max_length, on_overlength
@@ -130,7 +141,7 @@ class ExampleEncoder:
             logger.info("profile %s: system prompt for this file: %r", profile.name, self.system_prompt)
         self.stats = TokenizeStats()
         self._marker: str | None = None
-        self._index = 0
+        self._index = first_index
 
     def encode(self, example: Example) -> list[dict[str, list[int]]]:
         """The features (``input_ids``, ``labels``) of one normalized example: none, one, or one per reply.

@@ -3,6 +3,7 @@ token are labelled, nothing else, whether the template renders conversations pre
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from profiles import get_profile
 from tests.conftest import write_jsonl
 from tests.trainer.data.chat_templates import FAMILIES, NO_END_MARKER, family_tokenizer
 from trainer.config import TrainConfig
+from trainer.data.chat_masking import reply_labels
 from trainer.data.dataset import build_train_data
 from trainer.data.tokenization import IGNORE_INDEX, ChatTemplateError, tokenize_examples
 from trainer.data.validation import validate_file
@@ -151,3 +153,23 @@ def test_text_rows_need_no_chat_template(tmp_path: Path):
     data = build_train_data(data_file, _without_template("qwen2.5"), get_profile("default"), TrainConfig(), None)
 
     assert data.stats.examples == 1
+
+
+@pytest.mark.parametrize("seed", range(200))
+def testreply_labels_by_bisection_match_the_token_by_token_rule(seed):
+    rng = random.Random(seed)
+    offsets, position = [], 0
+    for _ in range(rng.randint(0, 40)):  # text order, with empty tokens and gaps between tokens
+        start = position + rng.choice((0, 0, 1))
+        position = start + rng.choice((0, 1, 2, 3, 5))
+        offsets.append((start, position))
+    if seed % 5 == 0 and len(offsets) > 2:  # not in text order: checked token by token
+        offsets[1], offsets[-1] = offsets[-1], offsets[1]
+    ids = [1000 + k for k in range(len(offsets))]
+    edges = sorted(rng.sample(range(position + 3), min(position + 3, 2 * rng.randint(0, 3))))
+    spans = list(zip(edges[::2], edges[1::2]))
+
+    expected = [token if any(start < hi and end > lo for lo, hi in spans) else IGNORE_INDEX
+                for token, (start, end) in zip(ids, offsets)]
+
+    assert reply_labels(ids, offsets, spans) == expected
