@@ -1,6 +1,6 @@
 """Running the daemon as a service: logging to ``logs/daemon.log``, the exit codes, the entry point.
 
-``python -m core.daemon.loop --base-dir DIR [--once]`` and ``trainctl daemon`` both end here.
+``python -m core.training_daemon --base-dir DIR [--once]`` and ``trainctl daemon`` both end here.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def serve(base_dir: Path, once: bool = False, log_level: str = "INFO") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m core.daemon.loop --base-dir DIR [--once]``."""
-    parser = argparse.ArgumentParser(prog="python -m core.daemon.loop", description="The training daemon: an inbox file in, a promoted snapshot out.")
+    """``python -m core.training_daemon --base-dir DIR [--once]``."""
+    parser = argparse.ArgumentParser(prog="python -m core.training_daemon", description="The training daemon: an inbox file in, a promoted snapshot out.")
     parser.add_argument("--base-dir", type=Path, default=Path.cwd(), help="base directory (default: .)")
     parser.add_argument("--once", action="store_true", help="drain the inbox, then exit")
     parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
