@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from profiles.base import Example
-from profiles.processors import EosAfterStopProcessor, SpellingPenaltyProcessor
 
 # Single code points only (no variation selectors or ZWJ sequences), so a repeated emoji is just
 # the same characters again and decoded text can be matched with a plain ``endswith``.
@@ -152,6 +151,10 @@ class EmojiThinkProfile:
         ]
 
     def logits_processors(self, tokenizer: Any) -> list[Any]:
+        # Imported here: the processors need torch, and the processes that only tokenize (data
+        # validation, trainer/data/file_pass.py) should not pay its import.
+        from profiles.processors import EosAfterStopProcessor, SpellingPenaltyProcessor
+
         stops = [emoji * STOP_REPEATS[0] for emoji in STOP_EMOJIS]
         return [
             SpellingPenaltyProcessor(tokenizer, THINK_TAG, self.think_penalty),

@@ -53,9 +53,15 @@ def test_a_change_to_a_helper_next_to_the_profile_class_changes_the_key(tmp_path
     assert after != before
 
 
-def test_the_key_covers_the_data_modules_and_the_profiles_modules_the_profile_uses():
-    sources = token_code_sources(get_profile("emoji_think"))
+def test_the_key_covers_the_data_modules_and_the_profiles_modules_the_profile_uses(tmp_path, monkeypatch):
+    source = tmp_path / "short_profile.py"
+    source.write_text("from profiles.emoji_think import strip_think\n" + PROFILE_MODULE.format(limit=20))
 
-    assert {"trainer.data.formats", "trainer.data.tokenization", "trainer.data.chat_masking"} <= set(sources)
-    assert {"profiles.emoji_think", "profiles.processors"} <= set(sources)
+    sources = token_code_sources(_load_profile(source, monkeypatch))
+
+    assert {"trainer.data.formats", "trainer.data.tokenization", "trainer.data.chat_masking",
+            "trainer.data.file_pass", "short_profile"} <= set(sources)
+    assert "profiles.emoji_think" in sources  # a shared transform from another profiles module
     assert "transformers" in sources["versions"]
+    # emoji_think's generation-time processors shape no token, and are imported only to generate
+    assert "profiles.processors" not in token_code_sources(get_profile("emoji_think"))
