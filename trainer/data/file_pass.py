@@ -203,8 +203,9 @@ def _in_workers(jobs: list[PartJob]) -> FilePass:
     """The parts tokenized in one process each, their passes added up in file order.
 
     Workers ignore SIGINT and SIGTERM, so a stop asked of the daemon lets the pass finish as it
-    would in one process (the daemon looks at its stop flag after validation); they are ended at
-    once when the pass fails or the caller is interrupted.
+    would in one process (the daemon looks at its stop flag after validation); they are killed,
+    and waited for, when the pass fails or the caller is interrupted, so that no shard is written
+    after this returns.
     """
     pool = ProcessPoolExecutor(max_workers=len(jobs), mp_context=multiprocessing.get_context("spawn"),
                                initializer=_ignore_stop_signals)
@@ -216,8 +217,10 @@ def _in_workers(jobs: list[PartJob]) -> FilePass:
     except BaseException:
         workers = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
+        for worker in workers:  # SIGKILL: they ignore SIGTERM; and none may write a shard after this
+            worker.kill()
         for worker in workers:
-            worker.terminate()
+            worker.join()
         raise
     pool.shutdown()
     return found
