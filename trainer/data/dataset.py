@@ -17,7 +17,7 @@ where the key is the SHA-256 of everything that decides them:
 
 The file is read, tokenized and written in one streaming pass (``trainer/data/file_pass.py``, in
 worker processes for a large file, one shard each): one row at a time goes from the JSONL line to
-an Arrow shard, and only counts, a histogram of lengths and the first :data:`MAX_LISTED_ROWS` bad
+an Arrow shard, and only counts, a histogram of lengths and the first ``MAX_LISTED_ROWS`` bad
 rows are kept, so memory does not grow with the file. The
 daemon's validation makes that same pass into the same cache (``validate_file(cache_dir=...)``),
 so the training child of a validated file, and every retry or resume, loads the features instead
@@ -55,12 +55,9 @@ import trainer.data.formats
 import trainer.data.tokenization
 from profiles import Profile
 from trainer.config import TrainConfig
-from trainer.data.file_pass import FEATURES, MAX_LISTED_ROWS, SHARD_GLOB, FilePass, tokenize_file
+from trainer.data.file_pass import SHARD_GLOB, FilePass, tokenize_file
 from trainer.data.formats import DataFileError
 from trainer.data.tokenization import TokenizeStats, fill_system_prompt
-
-__all__ = ["FEATURES", "MAX_LISTED_ROWS", "FilePass", "TrainData", "build_train_data", "cached_pass", "tokenize_file",
-           "token_count"]
 
 logger = logging.getLogger(__name__)
 

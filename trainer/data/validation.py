@@ -19,7 +19,8 @@ from core.base.clock import utc_now_iso
 from core.base.hashing import sha256_file
 from profiles import Profile, get_profile
 from trainer.config import TrainConfig
-from trainer.data.dataset import MAX_LISTED_ROWS, FilePass, cached_pass, tokenize_file
+from trainer.data.dataset import cached_pass
+from trainer.data.file_pass import MAX_LISTED_ROWS, FilePass, tokenize_file
 from trainer.data.formats import DataFileError
 from trainer.data.tokenization import ChatTemplateError
 from trainer.model.loading import load_tokenizer

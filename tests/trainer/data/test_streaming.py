@@ -11,7 +11,8 @@ import pytest
 from profiles import get_profile
 from tests.conftest import chat_rows, peak_bytes, text_file, write_jsonl
 from trainer.config import TrainConfig
-from trainer.data.dataset import MAX_LISTED_ROWS, build_train_data, token_count
+from trainer.data.dataset import build_train_data, token_count
+from trainer.data.file_pass import MAX_LISTED_ROWS
 from trainer.data.tokenization import TokenizeStats
 from trainer.data.validation import validate_file
 

@@ -16,7 +16,7 @@ from transformers import DataCollatorWithFlattening
 from core.train import UltimateTrainer
 from tests.conftest import chat_rows, peak_bytes, write_jsonl
 from trainer.config import ConfigError, parse_config
-from trainer.data.dataset import FEATURES
+from trainer.data.file_pass import FEATURES
 from trainer.data.token_budget import GroupCollator, TokenBudgetSteps, step_starts
 
 
